@@ -1,0 +1,40 @@
+"""The `palette` command line. The only package that imports typer and rich.
+
+Each subcommand lives in its own module here and calls one library function; errors of type
+`PaletteError` become one red line on stderr and exit code 1, usage errors exit 2.
+Library modules (and so torch) are imported inside the commands, which keeps `palette --help` fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="palette",
+    help="Restore images with Palette image-to-image diffusion models: colorize, inpaint, uncrop, "
+         "JPEG artifact removal; train, finetune, convert and publish models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Restore images with Palette image-to-image diffusion models."""
+
+
+def _register() -> None:
+    # Importing a module adds its commands to `app`.
+    from . import models  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    from .common import run_app
+
+    sys.exit(run_app(app))
