@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny real models saved to disk, and real photos shipped in tests/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from palette_cli.checkpoint import build_network, save_model
+from palette_cli.config import PRESETS, ModelConfig
+
+DATA = Path(__file__).parent / "data"
+TASKS = ("colorize", "inpaint", "uncrop", "jpeg")
+
+
+def make_tiny_model(directory: Path, tasks=TASKS, seed: int = 0, **overrides) -> Path:
+    """Save a tiny model with random (non-zero) weights: a real network and real safetensors."""
+    config = ModelConfig(unet=PRESETS["tiny"], image_size=32, tasks=tuple(tasks), steps=4, **overrides)
+    network = build_network(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in network.parameters():  # zero-initialised output layers would make every output equal
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return save_model(directory, config, network)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny multi-task model directory (32x32, 4 sampling steps)."""
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def photos() -> list[Path]:
+    """Small real photographs (Kodak, 96x64 PNG)."""
+    return sorted(DATA.glob("kodim*-96.png"))
