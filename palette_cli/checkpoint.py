@@ -85,13 +85,14 @@ def _hub_snapshot(spec: str) -> Path:
                                         RevisionNotFoundError)
 
     repo_id, _, revision = spec.partition("@")
+    fetch = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILES))
     except LocalEntryNotFoundError:
         raise PaletteError(
             f"{spec}: not in the Hugging Face cache and the Hub cannot be reached "
             f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}); fetch it once with network "
-            f"access (`hf download {repo_id}`) or pass a local model directory") from None
+            f"access (`{fetch}`) or pass a local model directory") from None
     except (RepositoryNotFoundError, GatedRepoError):
         raise PaletteError(f"{spec}: no such model repo on the Hub, or it is private or gated "
                            f"(log in with `hf auth login` or set HF_TOKEN)") from None
