@@ -62,9 +62,11 @@ class ModelConfig:
     sample_schedule: ScheduleConfig = PAPER_SAMPLE_SCHEDULE
     tasks: tuple[str, ...] = ("colorize",)  # tasks the model was trained for
     image_size: int = 256  # training resolution; inference runs the network at this size
-    objective: str = "eps"  # "eps" (Palette) or "regression" (one-pass baseline)
-    sampler: str = "ddim"  # default sampler for inference
-    steps: int = 50  # default number of sampling steps
+    objective: str = "eps"  # network output: "eps" (Palette), "x0", "v", or "regression" (one pass)
+    residual: bool = False  # diffuse target - source (see diffusion.residual_base) instead of target
+    sampler: str = "ddim"  # default sampler for inference: "ddpm", "ddim" or "dpmpp"
+    steps: int = 50  # default number of sampling steps (network calls)
+    strength: float = 1.0  # default start level: 1 = pure noise, < 1 = the noised source
     format_version: int = FORMAT_VERSION
 
 

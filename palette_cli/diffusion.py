@@ -6,8 +6,13 @@ Notation (Palette, Appendix A):
     beta_t  per-step noise variance of the schedule; alpha_t = 1 - beta_t
     gamma_t cumulative product of alpha up to t: the noise level, 1 = clean, ~0 = pure noise
     x_t     noisy target, sqrt(gamma) * x0 + sqrt(1 - gamma) * eps        (Eq. 4)
-    eps     standard Gaussian noise; the network f(cond, x_t, gamma) predicts it
+    eps     standard Gaussian noise
+    v       sqrt(gamma) * eps - sqrt(1 - gamma) * x0 (Salimans & Ho 2022)
     mask    (B, 1, H, W), 1 where pixels are generated (inpaint, uncrop), 0 where known
+    base    with residual diffusion, the model diffuses x0 - base(cond) instead of x0
+
+The network f(cond, x_t, gamma) predicts the `objective`: eps (Palette), x0 or v; "regression"
+is the paper's one-pass baseline, which predicts x0 from the source alone.
 """
 
 from __future__ import annotations
@@ -63,6 +68,45 @@ def predict_eps(x_t: torch.Tensor, gamma: torch.Tensor, x0: torch.Tensor) -> tor
     return (x_t - g.sqrt() * x0) / (1 - g).sqrt()
 
 
+OBJECTIVES = ("eps", "x0", "v", "regression")
+
+
+def split_prediction(pred: torch.Tensor, x_t: torch.Tensor, gamma: torch.Tensor, objective: str
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) implied by the network output for each objective."""
+    g = _bcast(gamma, x_t)
+    if objective == "eps":
+        return predict_x0(x_t, gamma, pred), pred
+    if objective == "x0":
+        return pred, predict_eps(x_t, gamma, pred)
+    if objective == "v":  # x0 = sqrt(g) x_t - sqrt(1-g) v,  eps = sqrt(1-g) x_t + sqrt(g) v
+        return g.sqrt() * x_t - (1 - g).sqrt() * pred, (1 - g).sqrt() * x_t + g.sqrt() * pred
+    raise PaletteError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def prediction_target(objective: str, x0: torch.Tensor, eps: torch.Tensor, gamma: torch.Tensor
+                      ) -> torch.Tensor:
+    """What the network is trained to output at level gamma."""
+    if objective == "eps":
+        return eps
+    if objective == "x0":
+        return x0
+    if objective == "v":
+        g = _bcast(gamma, x0)
+        return g.sqrt() * eps - (1 - g).sqrt() * x0
+    raise PaletteError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def residual_base(cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """What residual diffusion adds its output to: the source itself (gray for colorize, the JPEG for
+    jpeg), with the hole of inpaint/uncrop filled by the mean colour of the known pixels."""
+    if mask is None:
+        return cond
+    known = 1 - mask
+    mean = (cond * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
+    return cond * known + mean * mask
+
+
 def sample_train_gamma(train_gammas: torch.Tensor, batch: int, generator: torch.Generator | None = None
                        ) -> torch.Tensor:
     """Continuous noise levels for training: t ~ U{1..T}, gamma ~ U(gamma_t, gamma_{t-1}) (WaveGrad)."""
@@ -87,26 +131,33 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor, *,
                   train_gammas: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "l2",
-                  objective: str = "eps", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Palette's training loss (Eq. 7): || f(cond, x_t, gamma) - eps ||, on the mask if given."""
+                  objective: str = "eps", residual: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Palette's training loss (Eq. 7): || f(cond, x_t, gamma) - target ||, on the mask if given.
+
+    The target is eps for Palette's objective, x0 or v otherwise; with `residual` the diffused
+    image is x0 - residual_base(cond, mask)."""
+    base = residual_base(cond, mask) if residual else None
+    if base is not None:
+        x0 = x0 - base
     if objective == "regression":
         pred = network(*regression_input(cond))
         target = x0
-    elif objective == "eps":
+    elif objective in OBJECTIVES:
         gamma = sample_train_gamma(train_gammas, x0.shape[0], generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         x_t = q_sample(x0, gamma, noise)
         if mask is not None:  # known pixels stay clean, as at sampling time
             x_t = x_t * mask + x0 * (1 - mask)
         pred = network(torch.cat([cond, x_t], dim=1), gamma)
-        target = noise
+        target = prediction_target(objective, x0, noise, gamma)
     else:
-        raise PaletteError(f"unknown objective {objective!r}; use 'eps' or 'regression'")
+        raise PaletteError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     pred = pred.float()
     if loss == "l2":
-        err = F.mse_loss(pred, target, reduction="none")
+        err = F.mse_loss(pred, target.float(), reduction="none")
     elif loss == "l1":
-        err = F.l1_loss(pred, target, reduction="none")
+        err = F.l1_loss(pred, target.float(), reduction="none")
     else:
         raise PaletteError(f"unknown loss {loss!r}; use 'l2' or 'l1'")
     return masked_mean(err, mask)

@@ -1,20 +1,28 @@
-"""Samplers: one pure function each, reading like the paper.
+"""Samplers: one pure function each, reading like the papers.
 
 Every sampler takes the network, the source `cond` (B, 3, H, W), the gammas of the schedule it
-respaces, a number of steps, one `torch.Generator` per sample and an optional `mask`; it returns
-x0 in [-1, 1]. Noise for sample i is drawn from generators[i] only (on the CPU, then moved), so
-sample i is the same whatever the batch size, the other samples in the batch, or the device.
-For masked tasks the known pixels (taken from `cond`) are kept at every step and pasted at the end.
+respaces, a number of steps (network calls), one `torch.Generator` per sample and an optional
+`mask`; it returns x0 in [-1, 1]. Noise for sample i is drawn from generators[i] only (on the CPU,
+then moved), so sample i is the same whatever the batch size, the other samples in the batch, or
+the device. For masked tasks the known pixels (taken from `cond`) are kept at every step and
+pasted exactly at the end.
+
+Shared options: `objective` says what the network predicts (eps, x0 or v); `residual` samples
+x0 - residual_base(cond) and adds the base back; `strength` s < 1 starts from the source (or, with
+`residual`, from zero) noised to the level reached after a fraction s of the schedule instead of
+from pure noise, spending all `steps` on that part of the schedule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .diffusion import predict_eps, predict_x0, regression_input
+from .diffusion import q_sample, regression_input, residual_base, split_prediction
 from .errors import PaletteError
 
 Callback = Callable[[int, int], None]  # (steps done, steps total)
@@ -34,41 +42,85 @@ def randn_like_per_sample(x: torch.Tensor, generators: Sequence[torch.Generator]
     return noise.to(device=x.device, dtype=x.dtype)
 
 
-def respace(gammas: torch.Tensor, steps: int) -> torch.Tensor:
-    """`steps` noise levels taken evenly from a schedule, the last (noisiest) one always included."""
-    n = len(gammas)
+def respace(gammas: torch.Tensor, steps: int, strength: float = 1.0, spacing: str = "time") -> torch.Tensor:
+    """`steps` noise levels from the first `strength` of a schedule, both its ends included.
+
+    "time" takes them evenly in the schedule's steps (DDPM, DDIM); "logsnr" evenly in
+    log(gamma / (1 - gamma)) between the same ends, as DPM-Solver does: on the Gaussian toy problem
+    of the tests, 25 DPM-Solver++ steps land 20x closer to the exact solution with it."""
+    if not 0 < strength <= 1:
+        raise PaletteError(f"strength must be in (0, 1], got {strength}")
+    n = max(1, math.ceil(len(gammas) * strength))
     if not 1 <= steps <= n:
         raise PaletteError(f"steps must be between 1 and {n}, got {steps}")
+    if spacing == "logsnr" and steps > 1:
+        half_logsnr = 0.5 * torch.log(gammas[[0, n - 1]].double() / (1 - gammas[[0, n - 1]].double()))
+        levels = torch.linspace(half_logsnr[0].item(), half_logsnr[1].item(), steps, dtype=torch.float64)
+        return torch.sigmoid(2 * levels).to(gammas.dtype)
     idx = np.unique(np.round(np.linspace(0, n - 1, steps)).astype(int))
     return gammas[torch.from_numpy(idx)]
 
 
-def _denoise(network, cond, x_t, gamma, clip):
-    """x0 and eps predicted at level gamma (a float), known pixels of x_t already in place."""
-    g = torch.full((x_t.shape[0],), float(gamma), device=x_t.device)
-    eps = network(torch.cat([cond, x_t], dim=1), g.to(x_t.dtype)).to(x_t.dtype)
-    x0 = predict_x0(x_t, g, eps)
-    if clip:
-        x0 = x0.clamp(-1, 1)
-        eps = predict_eps(x_t, g, x0)
-    return x0, eps
+@dataclass
+class Problem:
+    """What every sampler needs besides its own update rule."""
+
+    network: torch.nn.Module
+    cond: torch.Tensor
+    mask: torch.Tensor | None
+    objective: str
+    base: torch.Tensor | None  # residual base, or None
+    known: torch.Tensor  # known pixel values in the sampled space
+    clip: bool
+
+    def denoise(self, x_t: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0 and eps predicted at level gamma; x0 clipped so that the final image is in [-1, 1]."""
+        g = torch.full((x_t.shape[0],), float(gamma), device=x_t.device)
+        out = self.network(torch.cat([self.cond, x_t], dim=1), g.to(x_t.dtype)).to(x_t.dtype)
+        x0, eps = split_prediction(out, x_t, g, self.objective)
+        if self.clip:
+            lo, hi = (-1, 1) if self.base is None else (-1 - self.base, 1 - self.base)
+            x0 = torch.clamp(x0, lo, hi)
+            eps = (x_t - math.sqrt(gamma) * x0) / math.sqrt(1 - gamma)
+        return x0, eps
+
+    def keep_known(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None else x * self.mask + self.known * (1 - self.mask)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.keep_known(x)
+        image = x if self.base is None else self.base + x
+        image = image.clamp(-1, 1)
+        return image if self.mask is None else image * self.mask + self.cond * (1 - self.mask)
 
 
-def _keep_known(x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x if mask is None else x * mask + cond * (1 - mask)
+def _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
+           spacing="time"):
+    """The problem, the respaced levels (float64, noisiest last) and the starting x."""
+    base = residual_base(cond, mask) if residual else None
+    known = cond if base is None else cond - base
+    problem = Problem(network, cond, mask, objective, base, known, clip)
+    g = respace(gammas, steps, strength, spacing).double()
+    noise = randn_like_per_sample(cond, generators)
+    if strength < 1:  # Start from the source noised to the first level (SDEdit).
+        start = torch.zeros_like(cond) if base is not None else cond
+        x = q_sample(start, g[-1:].float().expand(cond.shape[0]).to(cond.device), noise)
+    else:
+        x = noise
+    return problem, g, problem.keep_known(x)
 
 
 @torch.no_grad()
 def ddpm(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
          generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
-         clip: bool = True, callback: Callback | None = None) -> torch.Tensor:
+         objective: str = "eps", residual: bool = False, strength: float = 1.0, clip: bool = True,
+         callback: Callback | None = None) -> torch.Tensor:
     """Ancestral sampling, Algorithm 2 of Palette, on `steps` levels respaced from `gammas`."""
-    g = respace(gammas, steps).double()
+    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip)
     g_prev = torch.cat([g.new_ones(1), g[:-1]])
-    x = _keep_known(randn_like_per_sample(cond, generators), cond, mask)
     for i in reversed(range(len(g))):
         alpha = g[i] / g_prev[i]
-        x0, _ = _denoise(network, cond, x, g[i], clip)
+        x0, _ = p.denoise(x, g[i].item())
         # Posterior mean of q(x_{t-1} | x_t, x0); with the unclipped x0 this is exactly
         # Algorithm 2's 1/sqrt(alpha) (x_t - (1 - alpha) / sqrt(1 - gamma) eps).
         c0 = g_prev[i].sqrt() * (1 - alpha) / (1 - g[i])
@@ -76,55 +128,88 @@ def ddpm(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
         x = c0.item() * x0 + ct.item() * x
         if i > 0:  # Add noise of variance 1 - alpha (Algorithm 2's sigma_t^2 = beta_t).
             x = x + (1 - alpha).sqrt().item() * randn_like_per_sample(x, generators)
-        x = _keep_known(x, cond, mask)
+        x = p.keep_known(x)
         if callback:
             callback(len(g) - i, len(g))
-    return _keep_known(x.clamp(-1, 1), cond, mask)
+    return p.finish(x)
 
 
 @torch.no_grad()
 def ddim(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
-         generators: Sequence[torch.Generator], mask: torch.Tensor | None = None, eta: float = 0.0,
+         generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
+         objective: str = "eps", residual: bool = False, strength: float = 1.0, eta: float = 0.0,
          clip: bool = True, callback: Callback | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12); eta = 0 is deterministic given the starting noise."""
-    g = respace(gammas, steps).double()
+    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip)
     g_prev = torch.cat([g.new_ones(1), g[:-1]])
-    x = _keep_known(randn_like_per_sample(cond, generators), cond, mask)
     for i in reversed(range(len(g))):
-        x0, eps = _denoise(network, cond, x, g[i], clip)
+        x0, eps = p.denoise(x, g[i].item())
         sigma = eta * ((1 - g_prev[i]) / (1 - g[i]) * (1 - g[i] / g_prev[i])).sqrt()
         # Step to level g_prev along the predicted direction, plus fresh noise of size sigma.
         x = g_prev[i].sqrt().item() * x0 + (1 - g_prev[i] - sigma**2).clamp(min=0).sqrt().item() * eps
         if i > 0 and eta > 0:
             x = x + sigma.item() * randn_like_per_sample(x, generators)
-        x = _keep_known(x, cond, mask)
+        x = p.keep_known(x)
         if callback:
             callback(len(g) - i, len(g))
-    return _keep_known(x.clamp(-1, 1), cond, mask)
+    return p.finish(x)
 
 
 @torch.no_grad()
-def regression(network, cond: torch.Tensor, gammas: torch.Tensor | None = None, *, steps: int = 1,
-               generators: Sequence[torch.Generator] = (), mask: torch.Tensor | None = None,
-               callback: Callback | None = None, **_) -> torch.Tensor:
+def dpmpp(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
+          generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
+          objective: str = "eps", residual: bool = False, strength: float = 1.0, clip: bool = True,
+          callback: Callback | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, on the data prediction x0,
+    with steps evenly spaced in log-SNR."""
+    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
+                     spacing="logsnr")
+    alpha, sigma = g.sqrt(), (1 - g).sqrt()
+    lam = torch.log(alpha / sigma)  # half log-SNR, increasing as the noise goes down
+    prev_x0, prev_h = None, None
+    for i in reversed(range(len(g))):
+        x0, _ = p.denoise(x, g[i].item())
+        if i == 0:  # The next level is the clean image (sigma = 0): the solver's step ends at x0.
+            x = x0
+        else:
+            h = (lam[i - 1] - lam[i]).item()
+            d = x0
+            if prev_x0 is not None:  # Second order: extrapolate x0 with the previous step's.
+                r = prev_h / h
+                d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev_x0
+            x = (sigma[i - 1] / sigma[i]).item() * x - alpha[i - 1].item() * math.expm1(-h) * d
+            prev_x0, prev_h = x0, h
+        x = p.keep_known(x)
+        if callback:
+            callback(len(g) - i, len(g))
+    return p.finish(x)
+
+
+@torch.no_grad()
+def regression(network, cond: torch.Tensor, *, mask: torch.Tensor | None = None, residual: bool = False,
+               callback: Callback | None = None) -> torch.Tensor:
     """The one-pass regression baseline: a single network call predicts x0."""
-    x0 = network(*regression_input(cond)).to(cond.dtype).clamp(-1, 1)
+    base = residual_base(cond, mask) if residual else None
+    x0 = network(*regression_input(cond)).to(cond.dtype)
+    image = (x0 if base is None else base + x0).clamp(-1, 1)
     if callback:
         callback(1, 1)
-    return _keep_known(x0, cond, mask)
+    return image if mask is None else image * mask + cond * (1 - mask)
 
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim}
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp": dpmpp}
 
 
 def sample(network, cond: torch.Tensor, gammas: torch.Tensor, *, sampler: str, steps: int,
            generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
-           objective: str = "eps", callback: Callback | None = None) -> torch.Tensor:
+           objective: str = "eps", residual: bool = False, strength: float = 1.0,
+           callback: Callback | None = None) -> torch.Tensor:
     """Dispatch to a sampler by name; regression models always take their single pass."""
     if objective == "regression":
-        return regression(network, cond, mask=mask, callback=callback)
+        return regression(network, cond, mask=mask, residual=residual, callback=callback)
     try:
         fn = SAMPLERS[sampler]
     except KeyError:
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
-    return fn(network, cond, gammas, steps=steps, generators=generators, mask=mask, callback=callback)
+    return fn(network, cond, gammas, steps=steps, generators=generators, mask=mask, objective=objective,
+              residual=residual, strength=strength, callback=callback)

@@ -65,15 +65,15 @@ def test_training_gamma_lies_between_neighbouring_steps():
 
 
 class PointMass(torch.nn.Module):
-    """The exact eps-denoiser when all data is one image x_star."""
+    """The exact denoiser when all data is one image x_star, answering in any objective."""
 
-    def __init__(self, x_star: torch.Tensor):
+    def __init__(self, x_star: torch.Tensor, objective: str = "eps"):
         super().__init__()
-        self.x_star = x_star
+        self.x_star, self.objective = x_star, objective
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        x_t = x[:, 3:]
-        return D.predict_eps(x_t, gamma, self.x_star.expand_as(x_t))
+        x_t, x0 = x[:, 3:], self.x_star.expand_as(x[:, 3:])
+        return D.prediction_target(self.objective, x0, D.predict_eps(x_t, gamma, x0), gamma)
 
 
 class Gaussian(torch.nn.Module):
@@ -126,17 +126,70 @@ def test_respaced_ddpm_with_all_steps_is_the_full_one():
     assert torch.allclose(full, ref.clamp(-1, 1), atol=1e-5)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_samplers_recover_the_point_mass_and_keep_known_pixels(sampler):
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+@pytest.mark.parametrize("residual, strength", [(False, 1.0), (True, 1.0), (False, 0.5), (True, 0.3)])
+def test_samplers_recover_the_point_mass_and_keep_known_pixels(sampler, objective, residual, strength):
     x_star = torch.rand(1, 3, 16, 16) * 1.6 - 0.8
-    cond = torch.randn(2, 3, 16, 16)
+    cond = torch.rand(2, 3, 16, 16) * 2 - 1
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, 4:12, 4:12] = 1
-    out = S.sample(PointMass(x_star), cond, D.gammas(TRAIN_SCHEDULE), sampler=sampler, steps=20,
-                   generators=[S.sample_generator(0, k) for k in range(2)], mask=mask)
+    base = D.residual_base(cond, mask)
+    oracle = PointMass(x_star - base if residual else x_star, objective)
+    out = S.sample(oracle, cond, D.gammas(TRAIN_SCHEDULE), sampler=sampler, steps=20,
+                   generators=[S.sample_generator(0, k) for k in range(2)], mask=mask,
+                   objective=objective, residual=residual, strength=strength)
     inside = mask.expand_as(out).bool()
     assert torch.allclose(out[inside], x_star.expand_as(out)[inside], atol=1e-4)
     assert torch.equal(out[~inside], cond[~inside])  # pasted exactly, bit for bit
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_objective_conversions_are_exact(objective):
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 3, 8, 8, generator=gen), torch.randn(3, 3, 8, 8, generator=gen)
+    gamma = torch.tensor([0.01, 0.5, 0.99])
+    x_t = D.q_sample(x0, gamma, eps)
+    target = D.prediction_target(objective, x0, eps, gamma)
+    got_x0, got_eps = D.split_prediction(target, x_t, gamma, objective)
+    assert torch.allclose(got_x0, x0, atol=1e-4) and torch.allclose(got_eps, eps, atol=1e-4)
+    if objective == "v":  # v = sqrt(g) eps - sqrt(1 - g) x0, by definition
+        g = gamma.reshape(-1, 1, 1, 1)
+        assert torch.allclose(target, g.sqrt() * eps - (1 - g).sqrt() * x0)
+
+
+def test_strength_one_is_the_plain_sampler_and_lower_strength_starts_from_the_source():
+    net = Gaussian(0.5)
+    cond = torch.rand(1, 3, 8, 8) * 2 - 1
+    g = D.gammas(TRAIN_SCHEDULE)
+    run = lambda **kw: S.ddim(net, cond, g, steps=10, generators=[S.sample_generator(2, 0)], **kw)
+    assert torch.equal(run(strength=1.0), run())
+    # At tiny strength, the start is the source with almost no noise, and the Gaussian-prior
+    # denoiser only shrinks it a little: the output stays close to the source.
+    weak = run(strength=0.01)
+    assert (weak - cond).abs().mean() < 0.1 < (run() - cond).abs().mean()
+    assert len(S.respace(g, 10, strength=0.5)) == 10 and S.respace(g, 10, 0.5)[-1] == g[999]
+    with pytest.raises(ValueError, match="strength"):
+        S.respace(g, 10, strength=0.0)
+
+
+def test_dpmpp_agrees_with_ddim_on_an_analytic_problem():
+    # Both solve the probability-flow ODE from the same starting noise. For data ~ N(0, s^2) its
+    # exact solution keeps x_t / sqrt(gamma s^2 + 1 - gamma) constant.
+    net = Gaussian(0.5)
+    cond = torch.zeros(2, 3, 16, 16)
+    g = D.gammas(TRAIN_SCHEDULE)
+    gens = lambda: [S.sample_generator(9, k) for k in range(2)]
+    x_T, g_T = S.randn_like_per_sample(cond, gens()), g[-1].item()
+    exact = (x_T * 0.5 / math.sqrt(g_T * 0.25 + 1 - g_T)).clamp(-1, 1)
+    ddim_many = S.ddim(net, cond, g, steps=1000, generators=gens(), clip=False)
+    dpmpp_many = S.dpmpp(net, cond, g, steps=200, generators=gens(), clip=False)
+    assert (ddim_many - exact).abs().max() < 5e-3
+    assert (dpmpp_many - ddim_many).abs().max() < 5e-3
+    # Second order at 25 steps is closer to the exact solution than DDIM (first order) at 25.
+    err = lambda x: (x - exact).abs().mean().item()
+    dpmpp_25 = err(S.dpmpp(net, cond, g, steps=25, generators=gens(), clip=False))
+    assert dpmpp_25 < 0.01 and dpmpp_25 < err(S.ddim(net, cond, g, steps=25, generators=gens(), clip=False)) / 4
 
 
 def test_ddim_eta0_is_deterministic_and_eta1_is_not():
