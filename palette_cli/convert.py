@@ -115,6 +115,8 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a `.pth` state dict, through `torch.load(weights_only=True)` only."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
     except Exception as err:  # torch raises many types here (UnpicklingError, RuntimeError, KeyError...)
         text = str(err)
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
@@ -430,6 +432,62 @@ def model_card(result: ConversionResult, parameters: int, license: str) -> str:
     return render_card(body, tasks=cfg.tasks, license=license, extra_tags=("palette-trainer-converted",))
 
 
+def _network_settings(state: dict[str, torch.Tensor], source: Path, trainer: TrainerConfig | None,
+                      notes: list[str], *, num_heads: int | None, num_head_channels: int | None,
+                      num_heads_upsample: int | None, new_attention_order: bool | None) -> dict[str, Any]:
+    """`UNetConfig` fields: the config's (or the shapes'), then the caller's; assumptions go to `notes`."""
+    if trainer is not None:
+        kw = unet_kwargs_from_trainer(trainer.unet, trainer.path)
+        missing = [k for k in _REQUIRED_ARGS if k not in trainer.unet]
+        if missing:  # fill the gaps from the shapes rather than from palette's own defaults
+            inferred = infer_unet(state, source)
+            kw.update({_REQUIRED_ARGS[k]: inferred[_REQUIRED_ARGS[k]] for k in missing})
+            notes.append(f"{', '.join(missing)} not in {trainer.path.name}: read from the weights")
+    else:
+        kw = infer_unet(state, source)
+        if num_heads is None and num_head_channels is None:
+            kw["num_head_channels"] = ASSUMED_HEAD_CHANNELS
+            notes.append(f"attention heads are not stored in the weights: assumed {ASSUMED_HEAD_CHANNELS} "
+                         f"channels per head, as the trainer's shipped configs (set --num-head-channels or "
+                         f"--num-heads)")
+        if new_attention_order is None:
+            notes.append("attention order is not stored in the weights: assumed the trainer's default, legacy "
+                         "(set --new-attention-order if the config had use_new_attention_order)")
+    if num_heads is not None:  # a head count means no fixed head width, as in the trainer
+        kw.update(num_heads=num_heads, num_heads_upsample=-1,
+                  num_head_channels=num_head_channels if num_head_channels is not None else -1)
+    elif num_head_channels is not None:
+        kw["num_head_channels"] = num_head_channels
+    if num_heads_upsample is not None:
+        kw["num_heads_upsample"] = num_heads_upsample
+    if new_attention_order is not None:
+        kw["legacy_attention_order"] = not new_attention_order
+    return kw
+
+
+def _schedules(trainer: TrainerConfig | None, stored_gammas: torch.Tensor | None, source: Path,
+               notes: list[str]) -> tuple[ScheduleConfig, ScheduleConfig]:
+    """Training and sampling schedules: the config's, else the stored gammas', else the paper's."""
+    entries = trainer.beta_schedule if trainer else {}
+    train, why = schedule_from_trainer(entries.get("train"), "training schedule") if trainer else (None, None)
+    if train is None and stored_gammas is not None:
+        train = schedule_from_gammas(stored_gammas)
+    if train is None:
+        train = TRAIN_SCHEDULE
+        notes.append(f"{why or 'training schedule: not in a config nor recognised in the stored gammas'}; "
+                     f"assumed {_schedule_text(TRAIN_SCHEDULE)}")
+    elif stored_gammas is not None and (len(stored_gammas) != train.num_steps or
+                                        (schedule_gammas(train) - stored_gammas.double()).abs().max() > 1e-4):
+        notes.append(f"the gammas stored in {source.name} differ from the config's training schedule; "
+                     f"kept the config's ({_schedule_text(train)})")
+    sample, why = schedule_from_trainer(entries.get("test"), "sampling schedule") if trainer else (None, None)
+    if sample is None:
+        sample = PAPER_SAMPLE_SCHEDULE
+        if why and "no schedule given" not in why:
+            notes.append(f"{why}; using {_schedule_text(PAPER_SAMPLE_SCHEDULE)}")
+    return train, sample
+
+
 def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
                        config: str | os.PathLike | None = None, task: str | None = None,
                        dtype: str = "fp32", image_size: int | None = None, num_heads: int | None = None,
@@ -461,63 +519,20 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
     trainer = read_trainer_config(config) if config is not None else find_trainer_config(source)
     notes: list[str] = []
 
-    if trainer is not None:
-        unet_kw = unet_kwargs_from_trainer(trainer.unet, trainer.path)
-        missing = [k for k in _REQUIRED_ARGS if k not in trainer.unet]
-        if missing:  # fill the gaps from the shapes rather than from palette's own defaults
-            inferred = infer_unet(state, source)
-            unet_kw.update({k: inferred[_REQUIRED_ARGS[k]] for k in missing})
-            notes.append(f"{', '.join(missing)} not in {trainer.path.name}: read from the weights")
-    else:
-        unet_kw = infer_unet(state, source)
-    if trainer is None and num_heads is None and num_head_channels is None:
-        unet_kw["num_head_channels"] = ASSUMED_HEAD_CHANNELS
-        notes.append(f"attention heads are not stored in the weights: assumed {ASSUMED_HEAD_CHANNELS} "
-                     f"channels per head, as the trainer's shipped configs (set --num-head-channels or "
-                     f"--num-heads)")
-    if trainer is None and new_attention_order is None:
-        notes.append("attention order is not stored in the weights: assumed the trainer's default, legacy "
-                     "(set --new-attention-order if the config had use_new_attention_order)")
-    if num_heads is not None:
-        unet_kw.update(num_heads=num_heads, num_heads_upsample=-1,
-                       num_head_channels=num_head_channels if num_head_channels is not None else -1)
-    elif num_head_channels is not None:
-        unet_kw["num_head_channels"] = num_head_channels
-    if num_heads_upsample is not None:
-        unet_kw["num_heads_upsample"] = num_heads_upsample
-    if new_attention_order is not None:
-        unet_kw["legacy_attention_order"] = not new_attention_order
-
+    unet_kw = _network_settings(state, source, trainer, notes, num_heads=num_heads,
+                                num_head_channels=num_head_channels, num_heads_upsample=num_heads_upsample,
+                                new_attention_order=new_attention_order)
     if image_size is None:
         image_size = trainer.unet.get("image_size") if trainer else None
         if image_size is None:
             image_size = DEFAULT_IMAGE_SIZE
             notes.append(f"image size is not stored in the weights: assumed {DEFAULT_IMAGE_SIZE} (set --image-size)")
-
     if task is None:
-        if trainer and trainer.task in TRAINER_TASKS:
-            task = TRAINER_TASKS[trainer.task]
-        else:
+        task = TRAINER_TASKS.get(trainer.task) if trainer else None
+        if task is None:
             task = DEFAULT_TASK
             notes.append(f"task not given: assumed {DEFAULT_TASK} (set --task)")
-
-    schedules = trainer.beta_schedule if trainer else {}
-    train, why = schedule_from_trainer(schedules.get("train"), "train schedule") if trainer else (None, None)
-    if train is None and stored_gammas is not None:
-        train = schedule_from_gammas(stored_gammas)
-    if train is None:
-        train = TRAIN_SCHEDULE
-        notes.append(f"{why or 'training schedule: not in the config and not recognised in the stored gammas'}; "
-                     f"assumed {_schedule_text(TRAIN_SCHEDULE)}")
-    elif stored_gammas is not None and (len(stored_gammas) != train.num_steps or
-                                        (schedule_gammas(train) - stored_gammas.double()).abs().max() > 1e-4):
-        notes.append(f"the gammas stored in {source.name} differ from the config's training schedule; "
-                     f"kept the config's ({_schedule_text(train)})")
-    sample, why = schedule_from_trainer(schedules.get("test"), "sampling schedule") if trainer else (None, None)
-    if sample is None:
-        sample = PAPER_SAMPLE_SCHEDULE
-        if why and "no schedule given" not in why:
-            notes.append(f"{why}; using {_schedule_text(PAPER_SAMPLE_SCHEDULE)}")
+    train, sample = _schedules(trainer, stored_gammas, source, notes)
 
     try:
         unet_config = UNetConfig(**unet_kw)

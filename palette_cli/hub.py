@@ -126,8 +126,6 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
                            f"and {WEIGHTS_NAME}), for example the output of `palette convert`")
     if not _REPO_ID.match(repo_id):
         raise PaletteError(f"{repo_id!r}: not a Hub repo id; use namespace/name, like your-name/palette-inpaint")
-    report(f"checking that {directory} loads")
-    model = load_model(directory, device="cpu")  # a broken model must not reach the Hub
     if _offline():
         raise PaletteError(f"{repo_id}: cannot push while HF_HUB_OFFLINE is set; unset it and run again "
                            f"(nothing was uploaded)")
@@ -135,6 +133,7 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
     if not token:
         raise PaletteError(f"{repo_id}: not logged in to the Hugging Face Hub; set HF_TOKEN or run "
                            f"`hf auth login` (nothing was uploaded)")
+    model = load_model(directory, device="cpu")  # a broken model must not reach the Hub
 
     card_file = directory / CARD_NAME
     old_card = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""

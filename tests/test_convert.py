@@ -326,6 +326,16 @@ def test_config_comments_and_layouts(tmp_path):
     assert read_trainer_config(bare).unet == flat.unet
 
 
+def test_config_without_required_arguments_is_completed_from_shapes(tmp_path, reference):
+    shutil.copy(FIXTURE / "100_Network_ema.pth", tmp_path)
+    (tmp_path / "partial.json").write_text(json.dumps(
+        {"unet": {"inner_channel": 32, "channel_mults": [1, 2], "num_head_channels": 16, "image_size": 32}}))
+    result = convert_checkpoint(tmp_path, tmp_path / "out", config=tmp_path / "partial.json")
+    assert any("res_blocks" in note and "attn_res" in note for note in result.notes)
+    assert result.config.unet.num_res_blocks == 1 and result.config.unet.attn_factors == (2,)
+    assert (run_network(result.path, reference) - reference["out"]).abs().max().item() < 1e-5
+
+
 # --- bad inputs -----------------------------------------------------------------------------------
 
 def assert_refused(tmp_path: Path, src: Path, *match: str, **kwargs) -> PaletteError:
@@ -351,6 +361,9 @@ def test_non_checkpoint_files(tmp_path):
     tensor = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), tensor)
     assert_refused(tmp_path, tensor, "not a state dict of tensors")
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, other)
+    assert_refused(tmp_path, other, "not a Palette trainer checkpoint")
 
 
 class RunsCode:
