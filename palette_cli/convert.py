@@ -404,7 +404,7 @@ def _schedule_text(s: ScheduleConfig) -> str:
             else f"cosine, {s.num_steps} steps, s={s.cosine_s:g}")
 
 
-def model_card(result: ConversionResult, parameters: int, license: str) -> str:
+def model_card(result: ConversionResult, parameters: int, license: str | None) -> str:
     """The generated model card: provenance, hyper-parameters, Hub metadata, usage."""
     cfg = result.config
     task = cfg.tasks[0]
@@ -493,7 +493,7 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
                        dtype: str = "fp32", image_size: int | None = None, num_heads: int | None = None,
                        num_head_channels: int | None = None, num_heads_upsample: int | None = None,
                        new_attention_order: bool | None = None,
-                       license: str = "unknown", overwrite: bool = False,
+                       license: str | None = None, overwrite: bool = False,
                        callback: Callback | None = None) -> ConversionResult:
     """Convert a trainer checkpoint into a palette model directory; returns what was used and assumed.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,18 +13,22 @@ from .common import err, out
 
 
 class DType(str, Enum):
+    """Precision of the written weights."""
+
     fp32 = "fp32"
     fp16 = "fp16"
 
 
 class Task(str, Enum):
+    """palette_cli.tasks.TASKS, repeated here because importing that module imports torch."""
+
     colorize = "colorize"
     inpaint = "inpaint"
     uncrop = "uncrop"
     jpeg = "jpeg"
 
 
-LicenseOpt = Annotated[Optional[str], typer.Option(
+LicenseOpt = Annotated[str | None, typer.Option(
     "--license", metavar="ID", help="License id for the model card (a Hub id like mit, cc-by-nc-4.0; "
                                     "default: unknown).")]
 
@@ -42,23 +46,23 @@ def convert_command(
     *,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT_DIR",
                                          help="Model directory to write.", show_default=False)],
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         "--config", metavar="TRAINER_CONFIG.json",
         help="The trainer's JSON config (comments allowed). Default: config.json beside the checkpoint or "
              "one folder up, else hyper-parameters read from the tensor shapes.")] = None,
-    task: Annotated[Optional[Task], typer.Option(
+    task: Annotated[Task | None, typer.Option(
         "--task", help="Task the model was trained for. Default: from the config, else inpaint.")] = None,
     dtype: Annotated[DType, typer.Option("--dtype", help="Precision of model.safetensors.")] = DType.fp32,
-    image_size: Annotated[Optional[int], typer.Option(
+    image_size: Annotated[int | None, typer.Option(
         "--image-size", min=8, help="Training resolution, when no config gives it (default 256).")] = None,
-    num_head_channels: Annotated[Optional[int], typer.Option(
+    num_head_channels: Annotated[int | None, typer.Option(
         "--num-head-channels", min=1, help="Channels per attention head, when no config gives it (default 32).")
     ] = None,
-    num_heads: Annotated[Optional[int], typer.Option(
+    num_heads: Annotated[int | None, typer.Option(
         "--num-heads", min=1, help="Fixed number of attention heads instead of --num-head-channels.")] = None,
-    num_heads_upsample: Annotated[Optional[int], typer.Option(
+    num_heads_upsample: Annotated[int | None, typer.Option(
         "--num-heads-upsample", min=1, help="Heads on the way up, if the trainer config set it apart.")] = None,
-    new_attention_order: Annotated[Optional[bool], typer.Option(
+    new_attention_order: Annotated[bool | None, typer.Option(
         "--new-attention-order/--legacy-attention-order",
         help="The trainer's use_new_attention_order, when no config gives it (default: legacy).",
         show_default=False)] = None,
@@ -72,7 +76,7 @@ def convert_command(
         src, output, config=config, task=task.value if task else None, dtype=dtype.value, image_size=image_size,
         num_heads=num_heads, num_head_channels=num_head_channels,
         num_heads_upsample=num_heads_upsample, new_attention_order=new_attention_order,
-        license=license or "unknown", overwrite=overwrite)
+        license=license, overwrite=overwrite)
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
     unet = result.config.unet
@@ -88,7 +92,7 @@ def push_command(
     repo_id: Annotated[str, typer.Argument(help="Hub repo, namespace/name.", show_default=False)],
     *,
     private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
-    revision: Annotated[Optional[str], typer.Option(
+    revision: Annotated[str | None, typer.Option(
         "--revision", metavar="BRANCH", help="Branch to push to, created if needed (default: main).")] = None,
     license: LicenseOpt = None,
 ) -> None:
