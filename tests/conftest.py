@@ -35,3 +35,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def photos() -> list[Path]:
     """Small real photographs (Kodak, 96x64 PNG)."""
     return sorted(DATA.glob("kodim*-96.png"))
+
+
+# The networks of the tests are tiny: a second thread costs more in synchronisation than it gains,
+# and a busy machine makes it far worse.
+torch.set_num_threads(1)

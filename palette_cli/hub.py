@@ -1,0 +1,168 @@
+"""Publishing model directories on the Hugging Face Hub, and the Hub metadata of model cards.
+
+`push_model` checks that the directory loads, that the Hub can be reached and that a token exists
+before it creates anything; the upload is one commit, so a repo never shows half a model.
+Nothing here imports torch at module level: `render_card` is used by `palette_cli.convert`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import write_text
+from .errors import PaletteError
+
+LIBRARY_NAME = "palette"
+PIPELINE_TAG = "image-to-image"
+BASE_TAGS = ("palette", "image-to-image", "diffusion")
+DEFAULT_LICENSE = "unknown"  # the Hub's value for "terms not stated"
+CARD_NAME = "README.md"  # as checkpoint.CARD_NAME, repeated to keep torch out of this import
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_TRUE = {"1", "on", "yes", "true"}
+
+Callback = Callable[[str], None]  # a one-line progress message
+
+
+def card_metadata(tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
+                  extra_tags: Sequence[str] = ()) -> dict:
+    """The Hub metadata palette puts in a model card's YAML header."""
+    tags = list(dict.fromkeys([*BASE_TAGS, *tasks, *extra_tags]))
+    return {"library_name": LIBRARY_NAME, "pipeline_tag": PIPELINE_TAG, "license": license or DEFAULT_LICENSE,
+            "tags": tags}
+
+
+def render_card(body: str, *, tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
+                extra_tags: Sequence[str] = ()) -> str:
+    """A model card: the YAML header with Hub metadata, then the markdown body."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(**card_metadata(tasks, license, extra_tags))
+    return f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
+
+
+def complete_card(text: str, tasks: Sequence[str], license: str | None = None) -> str:
+    """`text` with any missing Hub metadata added (and the license replaced if one is given)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    original = text
+    if text.lstrip().startswith("---"):
+        card = ModelCard(text, ignore_metadata_errors=True)
+        data, body = card.data, card.text
+    else:  # no YAML header (ModelCard would log its absence)
+        data, body = ModelCardData(), text
+    before = data.to_dict()
+    wanted = card_metadata(tasks, license)
+    for key in ("library_name", "pipeline_tag"):
+        if not getattr(data, key, None):
+            setattr(data, key, wanted[key])
+    if license or not data.license:
+        data.license = wanted["license"]
+    data.tags = list(dict.fromkeys([*(data.tags or []), *wanted["tags"]]))
+    if data.to_dict() == before:
+        return original
+    body = body.strip() or f"# Palette model ({', '.join(tasks)})"
+    return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
+
+
+@dataclass
+class PushResult:
+    """Where a model went."""
+
+    repo_id: str
+    revision: str  # the branch written
+    commit_url: str
+    files: list[str]
+    card_updated: bool  # whether README.md was given missing Hub metadata before the upload
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, looked up now rather than at its import."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """HTTP and network errors of the client huggingface_hub is built on (requests or httpx)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    # HfHubHTTPError subclasses its client's HTTPError, the base of that client's connection errors.
+    return (OSError, *(c for c in HfHubHTTPError.__mro__[1:] if c.__name__ == "HTTPError"))
+
+
+def _hub_error(err: BaseException, repo_id: str, step: str) -> PaletteError:
+    """One line for a failed Hub call: what failed, why, and that nothing was published."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status == 401:
+        why = "the Hub rejected the token (set HF_TOKEN or run `hf auth login` with a write token)"
+    elif status == 403:
+        why = f"the token may not write to {repo_id} (use a write token with access to that namespace)"
+    elif status is not None:
+        why = f"the Hub answered HTTP {status}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+    else:
+        why = f"the Hub cannot be reached ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    return PaletteError(f"{repo_id}: {step} failed: {why}; nothing was uploaded")
+
+
+def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
+               revision: str | None = None, license: str | None = None, endpoint: str | None = None,
+               commit_message: str | None = None, callback: Callback | None = None) -> PushResult:
+    """Upload a model directory to the Hub repo `repo_id` (created if needed) in one commit.
+
+    The token is the usual one (HF_TOKEN or `hf auth login`); `endpoint` defaults to HF_ENDPOINT.
+    """
+    from huggingface_hub import HfApi, get_token
+
+    from .checkpoint import CONFIG_NAME, HUB_FILES, WEIGHTS_NAME, load_model
+
+    report = callback or (lambda message: None)
+    directory = Path(model_dir).expanduser()
+    if not directory.is_dir():
+        raise PaletteError(f"{model_dir}: not a directory; push takes a model folder (with {CONFIG_NAME} "
+                           f"and {WEIGHTS_NAME}), for example the output of `palette convert`")
+    if not _REPO_ID.match(repo_id):
+        raise PaletteError(f"{repo_id!r}: not a Hub repo id; use namespace/name, like your-name/palette-inpaint")
+    if _offline():
+        raise PaletteError(f"{repo_id}: cannot push while HF_HUB_OFFLINE is set; unset it and run again "
+                           f"(nothing was uploaded)")
+    token = get_token()
+    if not token:
+        raise PaletteError(f"{repo_id}: not logged in to the Hugging Face Hub; set HF_TOKEN or run "
+                           f"`hf auth login` (nothing was uploaded)")
+    model = load_model(directory, device="cpu")  # a broken model must not reach the Hub
+
+    card_file = directory / CARD_NAME
+    old_card = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""
+    new_card = complete_card(old_card, model.config.tasks, license)
+    api = HfApi(endpoint=endpoint, token=token)
+    step = "checking the token"
+    try:
+        api.whoami()
+        step = "creating the repo"
+        report(f"creating {repo_id} if needed")
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if private and not api.model_info(repo_id).private:
+            raise PaletteError(f"{repo_id}: exists and is public; --private does not change that, so nothing "
+                               f"was uploaded (make it private on the Hub, or push without --private)")
+        if revision and revision != "main":
+            step = f"creating branch {revision}"
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        if new_card != old_card:  # only once the Hub accepted the token and the repo exists
+            write_text(card_file, new_card)
+        step = "uploading"
+        report(f"uploading {', '.join(HUB_FILES)}")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=directory, revision=revision,
+                                   allow_patterns=HUB_FILES, repo_type="model",
+                                   commit_message=commit_message or "Upload palette model")
+    except PaletteError:
+        raise
+    except _transport_errors() as err:
+        raise _hub_error(err, repo_id, step) from None
+    except ValueError as err:  # huggingface_hub's own checks: refused card metadata, bad ids or URLs
+        raise PaletteError(f"{repo_id}: {step} failed: {' '.join(str(err).split())}; nothing was uploaded") from None
+    return PushResult(repo_id=repo_id, revision=revision or "main", commit_url=str(commit.commit_url),
+                      files=[f for f in HUB_FILES if (directory / f).is_file()], card_updated=new_card != old_card)
