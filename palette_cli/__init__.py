@@ -22,6 +22,8 @@ _LAZY = {
     "ModelConfig": "config",
     "UNetConfig": "config",
     "ScheduleConfig": "config",
+    "convert_checkpoint": "convert",
+    "push_model": "hub",
 }
 
 __all__ = ["__version__", *_LAZY]

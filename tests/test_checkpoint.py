@@ -31,6 +31,15 @@ def test_save_load_round_trip_is_exact(tmp_path):
     again = palette_cli.load_model(str(directory))
     assert torch.equal(model.network(x, g), again.network(x, g))
     assert (directory / "README.md").read_text().startswith("---\nlibrary_name: palette")
+    # Atomic writes go through a private temporary file; the result has the usual permissions.
+    modes = {(directory / f).stat().st_mode & 0o777 for f in ("model.safetensors", "config.json")}
+    assert len(modes) == 1 and modes.pop() & 0o044 == 0o044 - (0o044 & _umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_fp16_weights_load_as_their_fp16_values(tmp_path):
