@@ -1,0 +1,330 @@
+"""The real `palette colorize|inpaint|uncrop|jpeg` commands on real photos and a tiny saved model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import make_tiny_model
+from palette_cli.cli import _register, app
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+PHOTOS = sorted(DATA.glob("kodim*-96.png"))  # four 96x64 Kodak photos
+
+_register()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two shared cores: one intra-op thread avoids oversubscription (only speed depends on it).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder with copies of the Kodak photos."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in PHOTOS:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def palette(*args: object, stdin: str | None = None):
+    """Run the real CLI in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def json_lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files an interrupted write could leave."""
+    return [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def test_colorize_folder(photos, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    result = palette("colorize", photos, "-o", out, "--model", tiny_model_dir, "--json", "--seed", 7)
+    assert result.exit_code == 0, result.output
+    lines = json_lines(result)
+    assert [Path(line["output"]).name for line in lines] == [f"{p.stem}.colorize.0.png" for p in PHOTOS]
+    for line, source in zip(lines, PHOTOS):
+        assert set(line) == {"input", "output", "task", "seed", "sample", "steps", "seconds"}
+        assert line["input"] == str(photos / source.name)
+        assert (line["task"], line["seed"], line["sample"], line["steps"]) == ("colorize", 7, 0, 4)
+        with Image.open(line["output"]) as written, Image.open(source) as original:
+            assert written.size == original.size and written.format == "PNG"
+            meta = json.loads(written.text["palette"])
+        assert meta | {"version": None} == {"input": source.name, "task": "colorize", "model": "tiny", "seed": 7,
+                                            "sample": 0, "sampler": "ddim", "steps": 4, "version": None}
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(line["output"]).name for line in lines)
+
+
+def test_num_samples_are_different_images(photos, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    result = palette("colorize", photos / "kodim23-96.png", "-n", 3, "-o", out, "--model", tiny_model_dir, "-q")
+    assert result.exit_code == 0 and result.output == ""
+    samples = [pixels(out / f"kodim23-96.colorize.{i}.png") for i in range(3)]
+    assert not any(np.array_equal(samples[i], samples[j]) for i, j in ((0, 1), (0, 2), (1, 2)))
+
+
+def test_same_seed_same_pixels_whatever_the_batch_size(photos, tmp_path, tiny_model_dir):
+    inputs = [photos / "kodim05-96.png", photos / "kodim23-96.png"]
+    runs = {}
+    for name, options in {"b1": ["--batch-size", 1], "b4": ["--batch-size", 4], "again": ["--batch-size", 4],
+                          "seed": ["--batch-size", 4, "--seed", 1]}.items():
+        result = palette("colorize", *inputs, "-n", 2, "-o", tmp_path / name, "--model", tiny_model_dir, "-q",
+                         *options)
+        assert result.exit_code == 0, result.output
+        runs[name] = {p.name: pixels(p) for p in sorted((tmp_path / name).iterdir())}
+    assert len(runs["b1"]) == 4
+    for name in runs["b1"]:
+        assert np.array_equal(runs["b1"][name], runs["b4"][name])  # every 8-bit pixel
+        assert np.array_equal(runs["b4"][name], runs["again"][name])
+        assert not np.array_equal(runs["b4"][name], runs["seed"][name])
+
+
+def test_jpeg_tiles_are_batch_size_invariant(tmp_path, tiny_model_dir):
+    for source in PHOTOS[:2]:
+        with Image.open(source) as im:
+            im.crop((0, 0, 56, 40)).save(tmp_path / source.name)  # 2x2 tiles of 32 pixels
+    runs = {}
+    for size in (1, 4):
+        out = tmp_path / f"b{size}"
+        result = palette("jpeg", tmp_path, "-n", 2, "--quality", 30, "-o", out, "--model", tiny_model_dir,
+                         "--batch-size", size)
+        assert result.exit_code == 0, result.output
+        runs[size] = {p.name: pixels(p) for p in sorted(out.iterdir())}
+    assert len(runs[1]) == 4 and all(a.shape == (40, 56, 3) for a in runs[1].values())
+    assert all(np.array_equal(runs[1][name], runs[4][name]) for name in runs[1])
+    with Image.open(tmp_path / "b1" / f"{PHOTOS[0].stem}.jpeg.1.png") as im:
+        assert json.loads(im.text["palette"])["quality"] == 30
+
+
+def test_outputs_beside_inputs_never_over_them(photos, tiny_model_dir):
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    assert palette("colorize", photos, "--model", tiny_model_dir).exit_code == 0
+    assert {p.name for p in photos.iterdir()} == set(before) | {f"{Path(n).stem}.colorize.0.png" for n in before}
+    assert all((photos / name).read_bytes() == data for name, data in before.items())
+    # A second run over the folder does not restore its own outputs.
+    result = palette("colorize", photos, "--model", tiny_model_dir, "--skip-existing", "--json")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_recursive_keeps_the_folder_structure(photos, tmp_path, tiny_model_dir):
+    (photos / "trip").mkdir()
+    shutil.move(photos / "kodim03-96.png", photos / "trip" / "kodim03-96.png")
+    out = tmp_path / "out"
+    assert palette("colorize", photos, "-o", out, "--model", tiny_model_dir, "-q").exit_code == 0
+    assert not (out / "trip").exists()
+    assert palette("colorize", photos, "-r", "-o", out, "--model", tiny_model_dir, "--skip-existing").exit_code == 0
+    assert (out / "trip" / "kodim03-96.colorize.0.png").is_file()
+    assert len(list(out.rglob("*.png"))) == 4
+
+
+def test_paths_from_stdin(photos, tmp_path, tiny_model_dir):
+    names = ["kodim03-96.png", "kodim15-96.png"]
+    stdin = "".join(f"{photos / n}\n" for n in names) + "\n"
+    result = palette("colorize", "-", "-o", tmp_path / "out", "--model", tiny_model_dir, "--json", stdin=stdin)
+    assert result.exit_code == 0, result.output
+    assert [Path(line["input"]).name for line in json_lines(result)] == names
+
+
+def test_alpha_is_kept(tmp_path, tiny_model_dir):
+    with Image.open(PHOTOS[0]) as im:
+        rgba = im.convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(0, 192, 2, dtype=np.uint8), (64, 1))))
+    rgba.save(tmp_path / "cutout.png")
+    assert palette("colorize", tmp_path / "cutout.png", "--model", tiny_model_dir).exit_code == 0
+    out = pixels(tmp_path / "cutout.colorize.0.png")
+    assert out.shape == (64, 96, 4) and np.array_equal(out[..., 3], np.asarray(rgba)[..., 3])
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def test_inpaint_box_keeps_every_pixel_outside(photos, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    result = palette("inpaint", photos, "--mask-box", "30,10,25,20", "-n", 2, "-o", out, "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    hole = np.zeros((64, 96), bool)
+    hole[10:30, 30:55] = True
+    for source in PHOTOS:
+        original = pixels(source)
+        for i in range(2):
+            got = pixels(out / f"{source.stem}.inpaint.{i}.png")
+            assert got.shape == original.shape
+            assert np.array_equal(got[~hole], original[~hole])
+            assert not np.array_equal(got[hole], original[hole])
+
+
+def test_inpaint_mask_folder_and_a_mask_that_does_not_fit(photos, tmp_path, tiny_model_dir):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    drawn = Image.new("L", (96, 64), 0)
+    drawn.paste(255, (5, 5, 20, 40))
+    drawn.save(masks / "kodim03-96.png")
+    Image.new("L", (50, 50), 255).save(masks / "kodim05-96.png")
+    inputs = [photos / "kodim03-96.png", photos / "kodim05-96.png", photos / "kodim15-96.png"]
+    result = palette("inpaint", *inputs, "--mask", masks, "-o", tmp_path / "out", "--model", tiny_model_dir)
+    assert result.exit_code == 1
+    assert f"{masks / 'kodim05-96.png'}: mask is 50x50 but {inputs[1]} is 96x64" in result.stderr
+    assert f"{inputs[2]}: no mask for it in {masks}" in result.stderr
+    assert "2 input(s) failed" in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["kodim03-96.inpaint.0.png"]
+    got, original = pixels(tmp_path / "out" / "kodim03-96.inpaint.0.png"), pixels(inputs[0])
+    keep = np.asarray(drawn) == 0
+    assert np.array_equal(got[keep], original[keep]) and not np.array_equal(got[~keep], original[~keep])
+
+
+@pytest.mark.parametrize("args", [[], ["--mask-mode", "center", "--mask-box", "1,1,5,5"], ["--mask-box", "1,2,3"],
+                                  ["--mask", "no-such-mask.png"]])
+def test_inpaint_mask_options_are_checked(photos, tiny_model_dir, args):
+    result = palette("inpaint", photos, *args, "--model", tiny_model_dir)
+    assert result.exit_code == 2 and "--mask" in result.stderr
+    assert len(list(photos.iterdir())) == 4
+
+
+@pytest.mark.parametrize("side, size, at", [("left", (192, 64), (96, 0)), ("bottom", (96, 128), (0, 0)),
+                                            ("all", (136, 90), (20, 13))])
+def test_uncrop_grows_and_keeps_the_original(photos, tmp_path, tiny_model_dir, side, size, at):
+    source = photos / "kodim15-96.png"
+    result = palette("uncrop", source, "--side", side, "-o", tmp_path, "--model", tiny_model_dir, "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(result)
+    with Image.open(line["output"]) as im:
+        assert im.size == size
+        got = np.asarray(im)
+    left, top = at
+    assert np.array_equal(got[top:top + 64, left:left + 96], pixels(source))
+
+
+# --- bad input, nothing lost ----------------------------------------------------------------
+
+
+def test_bad_files_among_good_ones(photos, tmp_path, tiny_model_dir):
+    good = PHOTOS[0].read_bytes()
+    (photos / "truncated.png").write_bytes(good[: len(good) // 2])
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "notes.png").write_text("not a picture")
+    out = tmp_path / "out"
+    result = palette("colorize", photos, photos / "missing.png", "-o", out, "--model", tiny_model_dir, "--json")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    for name, problem in [("truncated.png", "truncated or corrupt"), ("empty.jpg", "empty file"),
+                          ("notes.png", "not an image"), ("missing.png", "no such file")]:
+        assert any(f"{photos / name}: {problem}" in line for line in errors), (name, errors)
+    assert errors[-1] == "error: 4 input(s) failed (see above)" and len(errors) == 5
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.colorize.0.png" for p in PHOTOS]
+    assert len(json_lines(result)) == 4 and leftovers(tmp_path) == []
+
+
+def test_existing_outputs_skip_overwrite_or_refuse(photos, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    args = ["colorize", photos, "-o", out, "--model", tiny_model_dir, "--json"]
+    assert palette(*args).exit_code == 0
+    (out / "kodim15-96.colorize.0.png").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    resumed = palette(*args, "--skip-existing")
+    assert resumed.exit_code == 0
+    assert [Path(line["output"]).name for line in json_lines(resumed)] == ["kodim15-96.colorize.0.png"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    again = palette(*args, "--skip-existing")
+    assert again.exit_code == 0 and again.stdout == ""
+    refused = palette(*args)
+    assert refused.exit_code == 1 and "already exists; use --skip-existing" in refused.stderr
+    assert refused.stdout == ""
+    assert len(json_lines(palette(*args, "--overwrite"))) == 4
+    assert palette(*args, "--overwrite", "--skip-existing").exit_code == 2
+
+
+def test_two_inputs_that_would_share_an_output(tmp_path, tiny_model_dir):
+    shutil.copy(PHOTOS[0], tmp_path / "same.png")
+    Image.open(PHOTOS[1]).save(tmp_path / "same.bmp")
+    result = palette("colorize", tmp_path / "same.bmp", tmp_path / "same.png", "-o", tmp_path / "out",
+                     "--model", tiny_model_dir)
+    assert result.exit_code == 1 and "would also be written for" in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["same.colorize.0.png"]
+
+
+def test_model_problems_are_one_line(photos, tmp_path, tiny_model_dir):
+    result = palette("colorize", photos, "--model", tmp_path / "nope")
+    assert result.exit_code == 1 and "no such model" in result.stderr and len(result.stderr.splitlines()) == 1
+    colour_only = make_tiny_model(tmp_path / "colour-only", tasks=("colorize",))
+    result = palette("uncrop", photos, "--model", colour_only)
+    assert result.exit_code == 1 and "trained for colorize, not uncrop" in result.stderr
+    result = palette("colorize", photos, "--model", tiny_model_dir, "--steps", 5000)
+    assert result.exit_code == 2 and "steps must be between 1 and 1000" in result.stderr
+    assert len(list(photos.iterdir())) == 4
+
+
+def test_bf16_autocast_on_cpu(photos, tmp_path, tiny_model_dir):
+    result = palette("colorize", photos / "kodim03-96.png", "--dtype", "bf16", "--device", "cpu", "-o", tmp_path,
+                     "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "kodim03-96.colorize.0.png").is_file()
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_help_does_not_import_torch():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "palette_cli", "inpaint", "--help"],
+                          capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=120)
+    assert proc.returncode == 0 and "--mask-box" in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert "typer" in imported and not any(name.split(".")[0] == "torch" for name in imported)
+
+
+def test_ctrl_c_leaves_only_complete_files_and_skip_existing_resumes(tmp_path, tiny_model_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(10):
+        shutil.copy(PHOTOS[i % 4], folder / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    args = ["colorize", str(folder), "-o", str(out), "--model", str(tiny_model_dir), "--json", "-n", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "palette_cli", *args, "--batch-size", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
+    first = proc.stdout.readline()  # the first written file: the run is well under way
+    proc.send_signal(signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=120)
+    assert json.loads(first)["output"].endswith("p00.colorize.0.png")
+    assert proc.returncode == 130 and "rerun with --skip-existing" in stderr and "Traceback" not in stderr
+    written = sorted(out.iterdir())
+    assert 1 <= len(written) < 20 and leftovers(tmp_path) == []
+    for path in written:
+        with Image.open(path) as im:
+            im.load()  # complete, decodable PNGs only
+    resumed = palette(*args, "--skip-existing")  # at another batch size: the same pixels, by design
+    assert resumed.exit_code == 0, resumed.output
+    assert len(json_lines(resumed)) == 20 - len(written) and len(list(out.iterdir())) == 20

@@ -1,0 +1,286 @@
+"""Tests for palette_cli.images: decoding, colour modes, tensors and full-resolution recombination."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from palette_cli import images, tasks
+from palette_cli.errors import PaletteError
+
+DATA = Path(__file__).parent / "data"
+KODAK = DATA / "kodim23-96.png"  # 96x64 RGB
+
+
+def kodak() -> Image.Image:
+    with Image.open(KODAK) as im:
+        return im.convert("RGB")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no data: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = kodak()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.png"
+    img.save(path, exif=exif.tobytes())
+    photo = images.load_photo(path)
+    assert photo.size == (64, 96)
+    assert np.array_equal(np.asarray(photo.rgb), np.rot90(np.asarray(img), k=-1))
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "YCbCr"])
+def test_opaque_modes_become_rgb(tmp_path, mode):
+    img = kodak().convert(mode)
+    suffix = ".jpg" if mode in ("CMYK", "YCbCr") else ".png"
+    path = tmp_path / f"photo{suffix}"
+    img.save(path)
+    photo = images.load_photo(path)
+    with Image.open(path) as expected:
+        expected = expected.convert("RGB")
+    assert photo.rgb.mode == "RGB" and photo.alpha is None and photo.size == (96, 64)
+    assert photo.mode == Image.open(path).mode
+    assert np.array_equal(np.asarray(photo.rgb), np.asarray(expected))
+
+
+def test_gray_is_repeated_on_three_channels(tmp_path):
+    path = tmp_path / "gray.png"
+    kodak().convert("L").save(path)
+    arr = np.asarray(images.load_photo(path).rgb)
+    assert np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_alpha_is_kept(tmp_path, mode):
+    rgba = kodak().convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
+    if mode == "P":  # palette with one transparent colour
+        img = kodak().convert("P")
+        img.info["transparency"] = 0
+        expected_alpha = (np.asarray(img) != 0).astype(np.uint8) * 255
+    else:
+        rgba.putalpha(Image.fromarray(alpha))
+        img = rgba.convert(mode)
+        expected_alpha = alpha
+    path = tmp_path / "alpha.png"
+    img.save(path)
+    photo = images.load_photo(path)
+    assert photo.alpha is not None
+    assert np.array_equal(np.asarray(photo.alpha), expected_alpha)
+
+
+def test_sixteen_bit_gray_is_scaled_to_8_bit(tmp_path):
+    values = np.array([[0, 257 * 77, 65535, 257 * 200]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")
+    photo = images.load_photo(path)
+    assert np.asarray(photo.rgb)[0, :, 0].tolist() == [0, 77, 255, 200]
+
+
+def test_float_images_are_refused(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(path)
+    with pytest.raises(PaletteError, match=r"float\.tif: 32-bit floating-point"):
+        images.load_photo(path)
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = KODAK.read_bytes()
+    files = {"missing": tmp_path / "missing.png", "folder": tmp_path}
+    for name, data in {"empty": b"", "text": b"these are my notes\n", "truncated": good[: len(good) // 2],
+                       "garbage": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4}.items():
+        files[name] = tmp_path / f"{name}.png"
+        files[name].write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("kind, message", [("missing", "no such file"), ("folder", "is a folder"),
+                                           ("empty", "empty file"), ("text", "not an image"),
+                                           ("truncated", "truncated or corrupt"), ("garbage", "")])
+def test_bad_files_raise_one_clear_error(tmp_path, kind, message):
+    path = _bad_files(tmp_path)[kind]
+    with pytest.raises(PaletteError) as info:
+        images.load_photo(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(30000, 30000))
+    with pytest.raises(PaletteError, match="bomb.png.*decompression bomb"):
+        images.load_photo(path)
+    with pytest.raises(PaletteError, match="96x64 pixels.*over the limit"):
+        images.load_photo(KODAK, limit=96 * 64 - 1)
+
+
+# --- tensors --------------------------------------------------------------------------------
+
+
+def test_tensor_round_trip_is_exact():
+    img = kodak()
+    x = images.to_tensor(img)
+    assert x.shape == (3, 64, 96) and x.dtype == torch.float32
+    assert -1 <= float(x.min()) and float(x.max()) <= 1
+    assert np.array_equal(np.asarray(images.to_pil(x)), np.asarray(img))
+
+
+# --- colorize -------------------------------------------------------------------------------
+
+
+def test_recombined_chroma_keeps_full_resolution_luminance():
+    img = kodak()
+    small = images.resize(images.to_tensor(img), (32, 32))  # a perfect colour prediction at 32x32
+    out = images.recombine_chroma(img, small)
+    assert out.size == img.size
+    orig, got = np.asarray(img), np.asarray(out)
+    luma = lambda a: a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
+    assert np.abs(luma(got) - luma(orig)).mean() < 0.5  # luminance is the original's, up to rounding
+    gray = np.asarray(img.convert("L").convert("RGB"))
+    assert psnr(got, orig) > 30 > psnr(gray, orig) + 5  # and the colour comes back
+
+
+def test_recombined_chroma_follows_the_prediction():
+    img = kodak().convert("L").convert("RGB")
+    red = torch.tensor([0.6, -0.4, -0.4]).view(3, 1, 1).expand(3, 32, 32)
+    arr = np.asarray(images.recombine_chroma(img, red)).astype(int)
+    assert (arr[..., 0] >= arr[..., 1]).mean() > 0.95 and (arr[..., 0] - arr[..., 2]).mean() > 40
+    # Far outside the RGB cube: desaturated, not clipped, so luminance is still the input's.
+    wild = torch.tensor([3.0, -3.0, 3.0]).view(3, 1, 1).expand(3, 32, 32)
+    out = images.recombine_chroma(img, wild)
+    diff = np.asarray(out.convert("L"), float) - np.asarray(img.convert("L"), float)
+    assert np.abs(diff).max() <= 1 and np.asarray(out).std(axis=2).mean() > 10
+
+
+# --- jpeg tiles -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(64, 96), (32, 32), (20, 50), (33, 70), (5, 3)])
+def test_tiles_merge_back_to_the_image(h, w):
+    x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    tiling = images.make_tiling(h, w, tile=32, overlap=8)
+    tiles = images.split_tiles(x, tiling)
+    assert tiles.shape[1:] == (3, 32, 32)
+    assert torch.allclose(images.merge_tiles(tiles, tiling), x, atol=1e-6)
+
+
+def test_tile_seams_are_blended():
+    tiling = images.make_tiling(64, 96, tile=32, overlap=8)
+    # Neighbouring tiles that disagree completely (-1 vs 1): a hard seam would jump by 2.
+    tiles = torch.stack([torch.full((3, 32, 32), (-1.0) ** (i + t // 24)) for i, (t, _) in
+                         enumerate(tiling.corners)])
+    merged = images.merge_tiles(tiles, tiling)
+    jumps = max(merged.diff(dim=1).abs().max(), merged.diff(dim=2).abs().max())
+    assert 0 < float(jumps) <= 0.3
+
+
+def test_tile_starts_overlap_and_cover():
+    for length in (32, 33, 96, 100, 257):
+        starts = images.tile_starts(length, 32, 8)
+        assert starts[0] == 0 and starts[-1] == max(length - 32, 0)
+        assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+
+
+# --- inpaint --------------------------------------------------------------------------------
+
+
+def test_mask_crop_box_contains_the_mask_and_stays_inside():
+    mask = tasks.box_mask(64, 96, (70, 5, 10, 8))
+    x0, y0, x1, y1 = images.mask_crop_box(mask, min_side=32)
+    assert 0 <= x0 <= 70 and 80 <= x1 <= 96 and 0 <= y0 <= 5 and 13 <= y1 <= 64
+    assert x1 - x0 == y1 - y0 == 32  # square, at least the model's size
+    assert images.mask_crop_box(tasks.box_mask(64, 96, (0, 0, 96, 64)), min_side=32) == (0, 0, 96, 64)
+
+
+def test_paste_masked_changes_only_masked_pixels():
+    img = kodak()
+    mask = tasks.free_form_mask(64, 96, torch.Generator().manual_seed(3))
+    box = (10, 0, 74, 64)
+    out = np.asarray(images.paste_masked(img, torch.zeros(3, 64, 64), mask, box))
+    orig = np.asarray(img)
+    keep = mask[0].numpy() == 0
+    keep[:, :10] = keep[:, 74:] = True  # outside the box nothing is pasted
+    assert np.array_equal(out[keep], orig[keep])
+    assert (out[~keep] == 128).all()
+
+
+def test_load_mask_checks_size_and_treats_transparency_as_keep(tmp_path):
+    rgba = Image.new("RGBA", (96, 64), (255, 255, 255, 0))  # transparent white: keep everything...
+    rgba.paste((255, 255, 255, 255), (10, 10, 30, 20))  # ...but this opaque white box
+    path = tmp_path / "mask.png"
+    rgba.save(path)
+    mask = images.load_mask(path, (96, 64))
+    assert mask.sum() == 20 * 10 and mask[0, 10:20, 10:30].all()
+    with pytest.raises(PaletteError, match=r"mask.png: mask is 96x64 but photo.jpg is 50x40"):
+        images.load_mask(path, (50, 40), "photo.jpg")
+    Image.new("L", (96, 64), 0).save(path)
+    with pytest.raises(PaletteError, match="mask.png: mask is empty"):
+        images.load_mask(path, (96, 64))
+
+
+# --- uncrop ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", tasks.UNCROP_SIDES)
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7])
+@pytest.mark.parametrize("h, w", [(64, 96), (17, 5)])
+def test_uncrop_canvas_keeps_exactly_the_original(side, ratio, h, w):
+    mask, (top, left) = images.uncrop_canvas(h, w, side, ratio)
+    assert torch.equal(mask, tasks.uncrop_mask(*mask.shape[1:], side, ratio))  # the training mask
+    assert (mask[0, top:top + h, left:left + w] == 0).all()
+    assert mask.sum() == mask[0].numel() - h * w
+    assert images.known_box(mask) == (top, left, h, w)
+
+
+def test_uncrop_half_doubles_the_width():
+    mask, offset = images.uncrop_canvas(64, 96, "left", 0.5)
+    assert mask.shape == (1, 64, 192) and offset == (0, 96)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def test_save_png_writes_metadata_and_alpha(tmp_path):
+    img = images.with_alpha(kodak(), Image.new("L", (96, 64), 7))
+    path = tmp_path / "out.png"
+    images.save_png(img, path, {"palette": '{"seed": 3}'})
+    with Image.open(path) as saved:
+        assert saved.mode == "RGBA" and saved.text["palette"] == '{"seed": 3}'
+        assert np.array_equal(np.asarray(saved), np.asarray(img))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_save_png_into_a_missing_folder_fails_cleanly(tmp_path):
+    with pytest.raises(PaletteError, match=r"out.png: cannot write \(folder .* does not exist\)"):
+        images.save_png(kodak(), tmp_path / "nope" / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_alpha_places_alpha_at_offset():
+    rgb = Image.new("RGB", (10, 6))
+    out = images.with_alpha(rgb, Image.new("L", (4, 2), 9), (3, 1))
+    alpha = np.asarray(out.getchannel("A"))
+    assert (alpha[1:3, 3:7] == 9).all() and alpha.sum() == 255 * (60 - 8) + 9 * 8
