@@ -56,7 +56,8 @@ def sampling_steps(model: PaletteModel, sampler: str | None = None, steps: int |
     if sampler not in samplers.SAMPLERS:
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
     gammas = diffusion.gammas(model.config.sample_schedule)
-    return len(samplers.respace(gammas, steps or model.config.steps, strength or model.config.strength))
+    strength = model.config.strength if strength is None else strength
+    return len(samplers.respace(gammas, steps or model.config.steps, strength))
 
 
 def _free_memory(device: torch.device) -> int:
@@ -125,7 +126,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     config = model.config
     sampler = sampler or config.sampler
     steps = steps or config.steps
-    strength = strength or config.strength
+    strength = config.strength if strength is None else strength
     per_batch = sampling_steps(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)
     if batch_size < 1:
@@ -378,7 +379,7 @@ def output_settings(model: PaletteModel, prep: Prepared, *, sampler: str | None,
     return {"task": prep.task, "model": name, "seed": seed, "sample": sample,
             "sampler": "regression" if regression else (sampler or model.config.sampler),
             "steps": sampling_steps(model, sampler, steps, strength),
-            "strength": strength or model.config.strength, **prep.settings}
+            "strength": model.config.strength if strength is None else strength, **prep.settings}
 
 
 # --- files: inputs and output names ---------------------------------------------------------

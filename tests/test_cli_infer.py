@@ -81,7 +81,8 @@ def test_colorize_folder(photos, tmp_path, tiny_model_dir):
             assert written.size == original.size and written.format == "PNG"
             meta = json.loads(written.text["palette"])
         assert meta | {"version": None} == {"input": source.name, "task": "colorize", "model": "tiny", "seed": 7,
-                                            "sample": 0, "sampler": "ddim", "steps": 4, "version": None}
+                                            "sample": 0, "sampler": "ddim", "steps": 4, "strength": 1.0,
+                                            "version": None}
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(line["output"]).name for line in lines)
 
 
@@ -328,3 +329,26 @@ def test_ctrl_c_leaves_only_complete_files_and_skip_existing_resumes(tmp_path, t
     resumed = palette(*args, "--skip-existing")  # at another batch size: the same pixels, by design
     assert resumed.exit_code == 0, resumed.output
     assert len(json_lines(resumed)) == 20 - len(written) and len(list(out.iterdir())) == 20
+
+
+def test_dpmpp_and_strength_reach_the_sampler(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from palette_cli.cli import app
+
+    photos = PHOTOS
+    runs = {}
+    for strength in ("1.0", "0.3"):
+        out = tmp_path / strength
+        result = CliRunner().invoke(app, ["jpeg", str(photos[0]), "-o", str(out), "--model", str(tiny_model_dir),
+                                          "--sampler", "dpmpp", "--steps", "3", "--strength", strength])
+        assert result.exit_code == 0, result.output
+        (written,) = out.iterdir()
+        with Image.open(written) as image:
+            meta = json.loads(image.text["palette"])
+            runs[strength] = np.asarray(image.convert("RGB"))
+        assert (meta["sampler"], meta["steps"], meta["strength"]) == ("dpmpp", 3, float(strength))
+    assert not np.array_equal(runs["1.0"], runs["0.3"])
+    bad = CliRunner().invoke(app, ["jpeg", str(photos[0]), "-o", str(tmp_path / "bad"), "--model",
+                                   str(tiny_model_dir), "--strength", "0"])
+    assert bad.exit_code == 2 and "strength" in bad.output

@@ -75,7 +75,7 @@ SamplerOpt = Annotated[Optional[Sampler], typer.Option(
     "good at few steps) or ddpm (ancestral). Default: the model's.",
     show_default=False, rich_help_panel=_SAMPLING)]
 StrengthOpt = Annotated[Optional[float], typer.Option(
-    "--strength", min=0.0, max=1.0, min_open=True,
+    "--strength", max=1.0,
     help="Where sampling starts: 1 = pure noise (the paper), lower = from the noised input (keeps more "
     "of it). Default: the model's.", show_default=False, rich_help_panel=_SAMPLING)]
 SeedOpt = Annotated[int, typer.Option(
