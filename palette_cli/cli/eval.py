@@ -1,0 +1,104 @@
+"""`palette eval`: score a model against ground-truth photos and a diffusion-free baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from . import app
+from .common import err, error_line, out
+
+# Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
+# `palette --help` does not import torch.
+Task = Literal["colorize", "inpaint", "uncrop", "jpeg"]
+MaskMode = Literal["center", "free-form", "box", "train"]
+Side = Literal["left", "right", "top", "bottom", "all", "random"]
+
+_ARROWS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "colorfulness": "colourfulness"}
+
+
+@app.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Argument(help="Folder of ground-truth images (searched recursively) or one image.")],
+    *,
+    task: Annotated[Task, typer.Option("--task", "-t", help="Task to evaluate.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, model directory or Hub id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder: report.json and grid.png.")],
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N images only.", min=1)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", min=1,
+                                             help="Samples per image; 2 or more also measures diversity.")] = 1,
+    steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps [default: the model's].")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim or ddpm [default: the model's].")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
+    mask_mode: Annotated[MaskMode, typer.Option(help="Inpaint mask.")] = "center",
+    side: Annotated[Side, typer.Option(help="Uncrop side; random: the training mix.")] = "right",
+    image_size: Annotated[int | None, typer.Option(min=1, help="Evaluation size [default: the model's].")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Samples per network call.")] = None,
+    grid_rows: Annotated[int, typer.Option(min=0, help="Images shown in grid.png.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of a table.")] = False,
+) -> None:
+    """Degrade ground-truth photos, restore them, and score model and baseline on the same inputs."""
+    from rich.progress import Progress
+
+    from ..checkpoint import load_model
+    from ..evaluate import EvalSettings, evaluate, save_report
+
+    settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
+                            quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
+                            batch_size=batch_size, limit=limit, grid_rows=grid_rows)
+    loaded = load_model(model, device=device)
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        bar = progress.add_task(f"eval {task}", total=None)
+        result = evaluate(loaded, data, settings,
+                          callback=lambda done, total: progress.update(bar, completed=done, total=total))
+    written = save_report(result, output)
+    report = result.report
+    for problem in report["errors"]:
+        error_line(problem["error"])
+    if as_json:
+        out.print(json.dumps(report, indent=2), markup=False)
+    else:
+        _print_table(report)
+        out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+    if report["errors"]:
+        raise typer.Exit(1)
+
+
+def _print_table(report: dict) -> None:
+    """Model vs baseline means, diversity, and the metrics that were skipped."""
+    from rich.table import Table
+
+    s = report["settings"]
+    mean = report["mean"]
+    n = report["num_images"]
+    table = Table(title=f"{s['task']}: {s['model']} on {n} image(s) at {s['image_size']}px, "
+                        f"{s['sampler']} {s['steps']} steps, {s['num_samples']} sample(s)",
+                  caption=f"baseline: {report['baseline']}")
+    gt = mean.get("ground_truth")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("baseline", justify="right")
+    if gt:
+        table.add_column("ground truth", justify="right")
+    for key, label in _ARROWS.items():
+        if key not in mean["model"]:
+            continue
+        cells = [f"{mean['model'][key]:.3f}", f"{mean['baseline'][key]:.3f}"]
+        if gt:
+            cells.append(f"{gt[key]:.3f}" if key in gt else "")
+        table.add_row(label, *cells)
+    out.print(table)
+    wins = report["wins"]
+    out.print(f"model beats the baseline on {wins['psnr']}/{n} images (PSNR), {wins['ssim']}/{n} (SSIM); "
+              f"scored on the {report['scored_region']}", markup=False)
+    div = report["diversity"]
+    if "mean" in div:
+        out.print(f"diversity: mean pairwise MS-SSIM {div['mean']:.3f} over {div['pairs']} pairs "
+                  f"(lower = more diverse)", markup=False)
+    out.print(f"skipped: {', '.join(report['skipped'])} (need pretrained feature networks; none shipped, "
+              f"nothing downloaded)", markup=False)
