@@ -60,6 +60,8 @@ class EvalSettings:
     num_samples: int = 1  # samples per input; 2 or more also measures diversity
     sampler: str | None = None
     steps: int | None = None
+    strength: float | None = None  # sampler start level; None: the model's
+    dtype: str = "auto"  # network precision (autocast), as `pipeline.autocast`
     seed: int = 0  # keys the degradation of every image and the samples' starting noise
     quality: int = DEFAULT_QUALITY  # jpeg only
     mask_mode: str = "center"  # inpaint only: one of MASK_MODES
@@ -201,16 +203,18 @@ def make_grid(rows: list[list[torch.Tensor]], gap: int = GRID_GAP) -> Image.Imag
 def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, settings: EvalSettings,
                     sampler: str, steps: int) -> tuple[dict, list[torch.Tensor], list[float]]:
     """Degrade, restore and score one ground truth: its report row, grid cells and sample-pair MS-SSIMs."""
-    from .pipeline import restore_tensors
+    from .pipeline import autocast, restore_tensors
 
     task = settings.task
     generator = degrade_generator(settings.seed, index)
     mask = eval_mask(settings, target.shape[-1], generator)
     cond, mask = degrade(task, target, generator, mask=mask, quality=settings.quality)
-    samples = restore_tensors(model, cond[None], None if mask is None else mask[None],
-                              num_samples=settings.num_samples,
-                              sampler=None if sampler == "regression" else sampler, steps=steps,
-                              seed=settings.seed, batch_size=settings.batch_size)[0]
+    with autocast(model, settings.dtype):
+        samples = restore_tensors(model, cond[None], None if mask is None else mask[None],
+                                  num_samples=settings.num_samples,
+                                  sampler=None if sampler == "regression" else sampler, steps=steps,
+                                  seed=settings.seed, batch_size=settings.batch_size,
+                                  strength=settings.strength)[0]
     samples = metrics.quantize(samples.float().cpu())
     per_sample = [score(task, s, target, mask) for s in samples]
     row: dict = {"model": _mean_dict(per_sample), "samples": per_sample,
@@ -230,7 +234,8 @@ def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size
     """The settings as resolved for this run, with only the options that apply to the task."""
     used = {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
             "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampler, "steps": steps,
-            "seed": settings.seed, "batch_size": settings.batch_size, "grid_rows": settings.grid_rows}
+            "strength": model.config.strength if settings.strength is None else settings.strength,
+            "dtype": settings.dtype, "seed": settings.seed, "batch_size": settings.batch_size, "grid_rows": settings.grid_rows}
     if settings.task == "jpeg":
         used["quality"] = settings.quality
     if settings.task == "inpaint":

@@ -31,7 +31,10 @@ def eval_command(
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", min=1,
                                              help="Samples per image; 2 or more also measures diversity.")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps [default: the model's].")] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddim or ddpm [default: the model's].")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim, dpmpp or ddpm [default: the model's].")] = None,
+    strength: Annotated[float | None, typer.Option(max=1.0, help="Sampler start level: 1 = pure noise, lower = "
+                                                   "from the noised input [default: the model's].")] = None,
+    dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
     mask_mode: Annotated[MaskMode, typer.Option(help="Inpaint mask.")] = "center",
@@ -49,6 +52,7 @@ def eval_command(
     from ..evaluate import EvalSettings, evaluate, save_report
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
+                            strength=strength, dtype=dtype,
                             quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
                             batch_size=batch_size, limit=limit, grid_rows=grid_rows)
     loaded = load_model(model, device=device)
