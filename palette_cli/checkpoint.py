@@ -60,14 +60,28 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file()) if root.is_dir() else []
 
 
+def builtin_for_task(task: str) -> Path | None:
+    """The built-in model trained for `task` when none is named after it (a multi-task model)."""
+    for name in builtin_names():
+        try:
+            tasks = json.loads((builtin_dir() / name / CONFIG_NAME).read_text(encoding="utf-8")).get("tasks", [])
+        except (OSError, ValueError):
+            continue
+        if task in tasks:
+            return builtin_dir() / name
+    return None
+
+
 def resolve(spec: str | os.PathLike) -> Path:
-    """The local directory of a model spec: a directory, a built-in name or a Hub id."""
+    """The local directory of a model spec: a directory, a built-in name (or task) or a Hub id."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
         return path
     if text in builtin_names():
         return builtin_dir() / text
+    if "/" not in text and (for_task := builtin_for_task(text)) is not None:
+        return for_task
     if _HUB_ID.match(text) and not path.exists():
         return _hub_snapshot(text)
     if path.exists():
