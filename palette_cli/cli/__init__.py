@@ -30,6 +30,7 @@ def _root() -> None:
 def _register() -> None:
     # Importing a module adds its commands to `app`.
     from . import models  # noqa: F401
+    from . import train  # noqa: F401
 
 
 def main() -> None:
