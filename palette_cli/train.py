@@ -448,7 +448,7 @@ class _Trainer:
         self.last_saved = self.start if resume else None
 
         if d.rank == 0:
-            (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
             self._trim_metrics(self.start)
         _barrier(d)
 
@@ -618,6 +618,7 @@ class _Trainer:
         out = sample(self.ema, cond, schedule_gammas(mc.sample_schedule).to(self.d.device), sampler=mc.sampler,
                      steps=c.sample_steps or mc.steps, generators=generators, mask=mask, objective=mc.objective)
         path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
+        path.parent.mkdir(exist_ok=True)
         write_grid(path, [[cond[i], out[i], target[i]] for i in range(len(out))])
         self.emit(TrainEvent("sample", step, c.steps, path=path))
 

@@ -84,6 +84,12 @@ class _StopOnSignal:
         return self.requested
 
 
+def _stop(progress: Any) -> None:
+    """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
+    if progress.live.is_started:
+        progress.stop()
+
+
 def _changes(**options: Any) -> dict[str, Any]:
     """The options the user gave (not None), as TrainConfig fields."""
     return {k: v for k, v in options.items() if v is not None}
@@ -110,6 +116,7 @@ def _execute(start: Any, run_dir: Path) -> None:
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
             err.print(f"training on {event.message}")
+            progress.start()  # only now: an early error prints no empty progress line
             bar = progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
         elif event.kind == "step" and bar is not None:
             progress.update(bar, completed=event.step, loss=f"{event.metrics['loss']:.4f}",
@@ -117,20 +124,22 @@ def _execute(start: Any, run_dir: Path) -> None:
         elif event.kind == "save":
             saved[0] = event.step
 
-    with _StopOnSignal() as stop, progress:
+    with _StopOnSignal() as stop:
         try:
             result = start(callback=on_event, should_stop=stop)
         except PaletteError as exc:
-            progress.stop()
+            _stop(progress)
             if rank0:
                 raise fail(str(exc)) from None
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            progress.stop()
+            _stop(progress)
             if rank0:
                 where = f"checkpoint at step {saved[0]} kept" if saved[0] else "no checkpoint written"
                 err.print(f"interrupted: {where} in {run_dir}")
             raise typer.Exit(130) from None
+        finally:
+            _stop(progress)
     if rank0:
         if result.skipped:
             err.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/]", markup=True)
