@@ -29,7 +29,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Importing a module adds its commands to `app`.
-    from . import eval, hub, infer, models  # noqa: F401
+    from . import eval, hub, infer, models, train  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,677 @@
+"""Training and finetuning: the loop, EMA, exact resume, metrics, sample grids, DDP.
+
+A run directory holds:
+    model/            the latest model directory (EMA weights), loadable by every inference command
+    state.pt          the full training state (model, EMA, optimizer, step, RNG), for exact resume
+    metrics.jsonl     one JSON line per logging interval
+    samples/step-XXXXXXXXX.png   source | sample | target on a fixed validation batch
+
+Determinism: item k of the run (k = step * batch_size + position) is drawn from its own seeded
+generator (see data.py), and the diffusion noise of each micro-batch from a generator seeded by
+(seed, step, rank, micro-batch). Nothing depends on a stateful data iterator, so resuming at step
+N reproduces an uninterrupted run exactly (same number of processes), and the images a step sees
+do not depend on the number of processes at all.
+
+Under `torchrun` (WORLD_SIZE > 1) the same code runs DistributedDataParallel (NCCL on GPUs, gloo on
+the CPU); every process trains on its own slice of each batch and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+
+from . import config as cfg
+from .atomic import atomic_path, write_text
+from .checkpoint import build_network, default_card, pick_device, read_config, read_weights, resolve, save_model
+from .data import (CROP_MODES, TrainingImages, check_images, find_images, is_masked, validation_batch)
+from .diffusion import gammas as schedule_gammas
+from .diffusion import OBJECTIVES, training_loss
+from .errors import PaletteError
+from .samplers import sample, sample_generator
+from .tasks import TASKS
+
+MODEL_DIR = "model"
+STATE_NAME = "state.pt"
+METRICS_NAME = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+STATE_FORMAT = 1
+
+DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}
+PRECISIONS = ("fp32", "bf16", "fp16")
+FREEZE = ("none", "encoder", "decoder")
+# Finetuning starts from trained weights: a smaller step and a short warmup.
+FINETUNE_LR = 2e-5
+FINETUNE_WARMUP = 500
+FINETUNE_STEPS = 2000
+# Fields a resumed run may not change: they shape the network or its optimizer.
+FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze")
+
+# Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
+# down path, so it goes with the encoder.
+_PARTS = {"encoder": ("cond_embed.", "input_blocks.", "middle_block."), "decoder": ("output_blocks.", "out.")}
+_NOISE_STREAM = 1 << 42  # generator streams of the diffusion noise, apart from the data's
+
+
+def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
+    """The config of a network trained from scratch, with sampling defaults for its objective.
+
+    Palette's eps models keep the paper's sampling (1000-step inference schedule, DDIM 50 steps);
+    x0/v models sample their training schedule with DPM-Solver++ in 20 steps; measure with
+    `palette eval` and edit config.json to change these defaults."""
+    unet = cfg.preset(config.preset)
+    if config.objective == "regression":
+        return cfg.ModelConfig(unet=unet, objective="regression", residual=config.residual, steps=1)
+    if config.objective == "eps":
+        return cfg.ModelConfig(unet=unet, objective="eps", residual=config.residual)
+    return cfg.ModelConfig(unet=unet, objective=config.objective, residual=config.residual,
+                           sample_schedule=cfg.TRAIN_SCHEDULE, sampler="dpmpp", steps=20)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run; recorded in state.pt."""
+
+    tasks: tuple[str, ...] = ("colorize",)  # several tasks train one generalist model
+    preset: str = "small"  # network size (config.PRESETS); ignored when finetuning
+    image_size: int | None = None  # crop size; None: the preset's default or the finetuned model's
+    batch_size: int = 8  # images per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per optimizer step
+    steps: int = 10_000  # total optimizer steps of the run
+    lr: float = 1e-4  # Adam learning rate after warmup (Palette: 1e-4)
+    warmup: int = 10_000  # linear warmup steps (Palette: 10k)
+    ema_decay: float = 0.9999  # ceiling of the EMA decay min(decay, (1 + n) / (10 + n))
+    loss: str = "l2"  # "l2" (Palette) or "l1"
+    objective: str = "eps"  # network output: "eps" (Palette), "x0", "v", or "regression" (one pass)
+    residual: bool = False  # diffuse target - source instead of the target (diffusion.residual_base)
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    seed: int = 0
+    workers: int = 0  # data loader processes; 0 loads in the training process
+    save_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    sample_every: int = 1000  # steps between sample grids; 0 disables them
+    log_every: int = 10  # steps per metrics.jsonl line
+    freeze: str = "none"  # "encoder", "decoder" or "none": parts left untrained
+    crop: str = "native"  # "native" crops at the photo's resolution, "fit" shrinks it first
+    sample_count: int = 4  # rows of the sample grid
+    sample_steps: int | None = None  # sampler steps for grids; None: the model's default
+
+
+@dataclass
+class TrainEvent:
+    """What the loop reports to its callback (on rank 0 only)."""
+
+    kind: str  # "start", "warning", "step", "log", "save", "sample"
+    step: int  # optimizer steps done
+    total: int  # steps of the run
+    message: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    step: int  # optimizer steps done
+    total: int
+    stopped: bool  # stopped early on request (Ctrl-C); a checkpoint was saved
+    images: int  # readable training images
+    skipped: list[Path]  # unreadable images left out
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / MODEL_DIR
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Fixed learning rate after a linear warmup (Palette, App. B)."""
+    if config.warmup <= 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup)
+
+
+def ema_decay_at(config: TrainConfig, updates: int) -> float:
+    """EMA decay after `updates` updates: warmed up so a short run's EMA is not its initial weights."""
+    return min(config.ema_decay, (1 + updates) / (10 + updates))
+
+
+def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'colorize,inpaint' -> ('colorize', 'inpaint'), checked and deduplicated."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    tasks = tuple(dict.fromkeys(t.strip() for t in items if t.strip()))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+    return tasks
+
+
+def _choice(name: str, value: str, options: Sequence[str]) -> None:
+    """Reject a value outside its options."""
+    if value not in options:
+        raise PaletteError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(options)}")
+
+
+def validate(config: TrainConfig, world: int, downsample: int) -> None:
+    """Check a config before any work, with messages naming the option."""
+    parse_tasks(config.tasks)
+    _choice("preset", config.preset, list(cfg.PRESETS) + ["custom"])
+    _choice("loss", config.loss, ("l2", "l1"))
+    _choice("objective", config.objective, OBJECTIVES)
+    _choice("precision", config.precision, PRECISIONS)
+    _choice("freeze", config.freeze, FREEZE)
+    _choice("crop", config.crop, CROP_MODES)
+    size = config.image_size or 0
+    if size < 8 or size % downsample:
+        raise PaletteError(f"--image-size {size} must be at least 8 and a multiple of {downsample} "
+                           f"(the network halves the image {int(math.log2(downsample))} times)")
+    for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "sample_count"):
+        if getattr(config, name) < 1:
+            raise PaletteError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    for name in ("warmup", "workers", "sample_every"):
+        if getattr(config, name) < 0:
+            raise PaletteError(f"--{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
+    if config.sample_steps is not None and config.sample_steps < 1:
+        raise PaletteError(f"--sample-steps must be at least 1, got {config.sample_steps}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise PaletteError(f"--lr must be a positive number, got {config.lr}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise PaletteError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
+    if config.batch_size % (world * config.grad_accum):
+        raise PaletteError(f"--batch-size {config.batch_size} must be a multiple of processes x --grad-accum "
+                           f"= {world} x {config.grad_accum}")
+
+
+def _config_from_json(text: str) -> TrainConfig:
+    """TrainConfig from the JSON kept in state.pt."""
+    data = json.loads(text)
+    data["tasks"] = tuple(data["tasks"])
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def read_state(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Load state.pt of a run directory (tensors and plain data only: weights_only)."""
+    file = Path(run_dir) / STATE_NAME
+    if not file.is_file():
+        raise PaletteError(f"{run_dir}: no {STATE_NAME} to resume from; start the run without --resume")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged pickle raises many types; all mean the same to the user
+        raise PaletteError(f"{file}: corrupt or truncated training state ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise PaletteError(f"{file}: not a palette training state (format {STATE_FORMAT})")
+    return state
+
+
+# --- distributed ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool  # we initialised the process group, so we tear it down
+
+
+def _setup_distributed(device: str | torch.device | None) -> _Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device)
+    if world <= 1:
+        return _Dist(0, 1, dev, False)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+# --- the objective ----------------------------------------------------------------------------
+
+
+class _Objective(nn.Module):
+    """The training loss of a mixed-task batch, one `training_loss` per task group.
+
+    One module call per micro-batch keeps DistributedDataParallel's one-forward-one-backward
+    contract even though the network runs once per task present in the batch.
+    """
+
+    def __init__(self, network: nn.Module, tasks: Sequence[str], train_gammas: torch.Tensor,
+                 loss: str, objective: str, residual: bool):
+        super().__init__()
+        self.network = network
+        self.tasks = tuple(tasks)
+        self.train_gammas = train_gammas  # a plain attribute: DDP must not broadcast it
+        self.loss, self.objective, self.residual = loss, objective, residual
+
+    def forward(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, task: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss averaged over items, per-task [sum of loss x items, items]) of one micro-batch."""
+        total = target.new_zeros(())
+        per_task = torch.zeros(2, len(self.tasks))
+        for t in sorted(set(task.tolist())):
+            sel = task == t
+            m = mask[sel] if is_masked(self.tasks[t]) else None  # loss on the hole only
+            value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
+                                  mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
+                                  generator=generator)
+            n = int(sel.sum())
+            total = total + value * (n / target.shape[0])
+            per_task[0, t] += value.detach().float().cpu() * n
+            per_task[1, t] += n
+        return total, per_task
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _image_of(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> RGB image."""
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def write_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], gap: int = 2) -> None:
+    """Write rows of equal-size images as one PNG with white gaps, atomically."""
+    h, w = rows[0][0].shape[-2:]
+    cols = max(len(r) for r in rows)
+    grid = Image.new("RGB", (cols * w + (cols - 1) * gap, len(rows) * h + (len(rows) - 1) * gap), "white")
+    for i, row in enumerate(rows):
+        for j, x in enumerate(row):
+            grid.paste(_image_of(x), (j * (w + gap), i * (h + gap)))
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+
+
+def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_names: Sequence[str],
+          images: int, init: str | None) -> str:
+    """A model card saying how the weights were made."""
+    origin = f"Finetuned from `{init}`" if init else f"Trained from scratch (preset `{config.preset}`)"
+    body = (f"{origin} with `palette` for {step} steps of {config.batch_size} images at "
+            f"{model_config.image_size}x{model_config.image_size}, objective `{config.objective}`, "
+            f"loss `{config.loss}`, tasks {', '.join(config.tasks)}.\n\n"
+            f"Training data: {', '.join(data_names)} ({images} images). Weights are the EMA weights.\n")
+    return default_card(model_config, body)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Global RNG states (used only by dropout: every other draw has its own seeded generator)."""
+    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def train(data: Sequence[str | os.PathLike], run_dir: str | os.PathLike, config: TrainConfig, *,
+          device: str | torch.device | None = None, callback: Callback | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train a new model from scratch on the images in `data`; writes `run_dir`."""
+    return _run(data, Path(run_dir), config, init=None, resume=False, device=device, callback=callback,
+                should_stop=should_stop)
+
+
+def finetune(model: str | os.PathLike, data: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
+             config: TrainConfig, *, device: str | torch.device | None = None, callback: Callback | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Continue training a saved model (any model spec) on `data`, keeping its network config."""
+    return _run(data, Path(run_dir), config, init=str(model), resume=False, device=device, callback=callback,
+                should_stop=should_stop)
+
+
+def resume(data: Sequence[str | os.PathLike], run_dir: str | os.PathLike, changes: dict[str, Any] | None = None,
+           *, device: str | torch.device | None = None, callback: Callback | None = None,
+           should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Continue the run in `run_dir` from its state.pt, with optional changes (e.g. more steps)."""
+    run_dir = Path(run_dir)
+    saved = _config_from_json(read_state(run_dir)["train_config"])
+    changes = dict(changes or {})
+    for name in FIXED_ON_RESUME:
+        if name in changes and changes[name] != getattr(saved, name):
+            raise PaletteError(f"{run_dir}: --{name} cannot change when resuming (the run used "
+                               f"{getattr(saved, name)!r}); start a new run or finetune from {run_dir / MODEL_DIR}")
+    unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise PaletteError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    if "tasks" in changes:
+        changes["tasks"] = parse_tasks(changes["tasks"])
+    return _run(data, run_dir, dataclasses.replace(saved, **changes), init=None, resume=True, device=device,
+                callback=callback, should_stop=should_stop)
+
+
+def _run(data: Sequence[str | os.PathLike], run_dir: Path, config: TrainConfig, *, init: str | None,
+         resume: bool, device: str | torch.device | None, callback: Callback | None,
+         should_stop: Callable[[], bool] | None) -> TrainResult:
+    d = _setup_distributed(device)
+    try:
+        return _Trainer(data, run_dir, config, init, resume, d, callback, should_stop).run()
+    finally:
+        if d.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _Trainer:
+    """One run: set up once, then `run()` the loop."""
+
+    def __init__(self, data: Sequence[str | os.PathLike], run_dir: Path, config: TrainConfig, init: str | None,
+                 resume: bool, d: _Dist, callback: Callback | None, should_stop: Callable[[], bool] | None):
+        self.d, self.run_dir = d, run_dir
+        self.emit = callback if (callback and d.rank == 0) else (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        config = dataclasses.replace(config, tasks=parse_tasks(config.tasks))
+
+        state: dict[str, Any] | None = None
+        if resume:
+            state = read_state(run_dir)
+            model_config = cfg.from_dict(json.loads(state["model_config"]))
+            init = state.get("init") or None
+            weights = state["model"]
+        elif (run_dir / STATE_NAME).exists():
+            raise PaletteError(f"{run_dir}: already holds a training run ({STATE_NAME}); pass --resume to "
+                               f"continue it, or choose another output directory")
+        elif init is not None:
+            directory = resolve(init)
+            model_config = read_config(directory)
+            weights = read_weights(directory)
+            config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
+                                         preset=_preset_name(model_config.unet))
+        else:
+            model_config = new_model_config(config)
+            weights = None
+        size = config.image_size or (model_config.image_size if (init or resume) else
+                                     DEFAULT_IMAGE_SIZE.get(config.preset, 64))
+        config = dataclasses.replace(config, image_size=size)
+        self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
+        self.config, self.init = config, init
+
+        torch.manual_seed(config.seed)  # the initial weights of a new network
+        network = build_network(self.model_config, weights, where=str(init or run_dir))
+        validate(config, d.world, network.downsample_factor)
+
+        # Data: every process scans the same list; rank 0 reports what it skips.
+        paths = find_images(data)
+        if not paths:
+            raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
+        self.data_names = [Path(p).name for p in data]
+        good, self.skipped = check_images(paths, warn=lambda m: self.emit(
+            TrainEvent("warning", 0, config.steps, m)))
+        self.dataset = TrainingImages(good, config.tasks, size, config.seed, config.crop)
+        self.validation = (validation_batch(good, config.tasks, size, config.seed, config.sample_count, config.crop)
+                           if config.sample_every and d.rank == 0 else [])
+
+        self.network = network.to(d.device).train()
+        frozen = _PARTS.get(config.freeze, ())
+        for name, p in self.network.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=lr_at(config, 0))
+        # The EMA network is what gets saved; only rank 0 saves, so only rank 0 keeps it.
+        self.ema: nn.Module | None = None
+        if d.rank == 0:
+            self.ema = build_network(self.model_config, state["ema"] if state else None).to(d.device)
+            if state is None:
+                self.ema.load_state_dict(self.network.state_dict())
+            self.ema.requires_grad_(False)
+        self.scaler = torch.amp.GradScaler(d.device.type, enabled=config.precision == "fp16")
+        self.start = 0
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler") and config.precision == "fp16":
+                self.scaler.load_state_dict(state["scaler"])
+            self.start = int(state["step"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if d.device.type == "cuda" and state["rng"]["cuda"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"][0], d.device)
+            if self.start >= config.steps:
+                raise PaletteError(f"{run_dir}: the run already did {self.start} of {config.steps} steps; "
+                                   f"pass a larger --steps to continue")
+
+        train_gammas = schedule_gammas(self.model_config.train_schedule)
+        self.objective = _Objective(self.network, config.tasks, train_gammas, config.loss, config.objective,
+                                    config.residual)
+        self.module: nn.Module = self.objective
+        if d.world > 1:
+            self.module = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        self.last_saved = self.start if resume else None
+
+        if d.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._trim_metrics(self.start)
+        _barrier(d)
+
+    # -- the loop --
+
+    def run(self) -> TrainResult:
+        c, d = self.config, self.d
+        micro = c.batch_size // (d.world * c.grad_accum)
+        batches = _StepBatches(self.start, c.steps, c.batch_size, c.grad_accum, d.world, d.rank)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=c.workers,
+                                             pin_memory=d.device.type == "cuda")
+        autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16 if c.precision == "bf16" else torch.float16)
+                    if c.precision != "fp32" else contextlib.nullcontext())
+        ntasks = len(c.tasks)
+        self.emit(TrainEvent("start", self.start, c.steps, f"{len(self.dataset)} images, "
+                             f"{len(self.skipped)} skipped, {d.world} process(es), {micro} images per micro-batch",
+                             {"images": len(self.dataset), "skipped": len(self.skipped), "world_size": d.world}))
+        window = np.zeros(2 + 2 * ntasks)  # loss x items, items, per-task loss x items, per-task items
+        t0 = time.perf_counter()
+        step, stopped, consistent = self.start, False, True
+        it = iter(loader)
+        try:
+            while step < c.steps:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr_at(c, step)
+                per_task = torch.zeros(2, ntasks)
+                for m in range(c.grad_accum):
+                    batch = _next(it)
+                    batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+                    gen = sample_generator(c.seed, _NOISE_STREAM + (step * d.world + d.rank) * c.grad_accum + m)
+                    sync = (self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1
+                            else contextlib.nullcontext())
+                    with sync:
+                        with autocast:
+                            loss, groups = self.module(batch["target"], batch["cond"], batch["mask"],
+                                                       batch["task"], gen)
+                        self.scaler.scale(loss / c.grad_accum).backward()
+                    per_task += groups
+                # One small all-reduce per step: non-finite flag, stop request, loss statistics.
+                stop_request = bool(self.should_stop())
+                finite = bool(torch.isfinite(per_task[0]).all())
+                flags = torch.cat([torch.tensor([float(not finite), float(stop_request)]), per_task.flatten()])
+                if d.world > 1:
+                    flags = flags.to(d.device)
+                    dist.all_reduce(flags)
+                    flags = flags.cpu()
+                if flags[0] > 0:
+                    self._diverged(step + 1)
+                consistent = False  # the optimizer and EMA updates must not be cut in half
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self._update_ema(step)
+                step += 1
+                consistent = True
+
+                sums, counts = flags[2:2 + ntasks].numpy(), flags[2 + ntasks:].numpy()
+                window += np.concatenate([[sums.sum(), counts.sum()], sums, counts])
+                step_loss = float(sums.sum() / max(counts.sum(), 1))
+                elapsed = time.perf_counter() - t0
+                rate = window[1] / elapsed if elapsed > 0 else 0.0
+                self.emit(TrainEvent("step", step, c.steps, metrics={"loss": step_loss, "lr": lr_at(c, step - 1),
+                                                                     "images_per_s": rate}))
+                stopped = bool(flags[1] > 0)
+                if step % c.log_every == 0 or step == c.steps or stopped:
+                    self._log(step, window, elapsed, ntasks)
+                    window[:] = 0
+                    t0 = time.perf_counter()
+                paused = False
+                if c.sample_every and (step % c.sample_every == 0 or step == c.steps):
+                    self._sample(step)
+                    paused = True
+                if step % c.save_every == 0 or step == c.steps or stopped:
+                    self._save(step)
+                    paused = True
+                if paused:  # writing is not training: keep it out of images/s
+                    _barrier(d)
+                    window[:] = 0
+                    t0 = time.perf_counter()
+                if stopped:
+                    break
+        except KeyboardInterrupt:
+            # A hard interrupt: keep what was done unless it came mid-update.
+            if consistent and step > (self.last_saved or 0):
+                self._save(step)
+            raise
+        return TrainResult(self.run_dir, step, c.steps, stopped, len(self.dataset), self.skipped)
+
+    # -- pieces of the loop --
+
+    @torch.no_grad()
+    def _update_ema(self, updates: int) -> None:
+        if self.ema is None:
+            return
+        weight = 1.0 - ema_decay_at(self.config, updates)
+        for e, p in zip(self.ema.parameters(), self.network.parameters()):
+            e.lerp_(p.detach(), weight)
+        for e, b in zip(self.ema.buffers(), self.network.buffers()):
+            e.copy_(b)
+
+    def _diverged(self, step: int) -> None:
+        where = (f"the last checkpoint (step {self.last_saved}) in {self.run_dir} is intact"
+                 if self.last_saved else f"no checkpoint was written to {self.run_dir} yet")
+        raise PaletteError(f"step {step}: the training loss is not finite (NaN or inf); stopped, {where}. "
+                           f"Lower --lr, lengthen --warmup or use --precision fp32")
+
+    def _log(self, step: int, window: np.ndarray, elapsed: float, ntasks: int) -> None:
+        if self.d.rank != 0 or window[1] == 0:
+            return
+        c = self.config
+        line: dict[str, Any] = {"step": step, "loss": window[0] / window[1], "lr": lr_at(c, step - 1),
+                                "images_per_s": window[1] / elapsed if elapsed > 0 else None}
+        line["task_loss"] = {t: window[2 + i] / window[2 + ntasks + i]
+                             for i, t in enumerate(c.tasks) if window[2 + ntasks + i]}
+        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        self.emit(TrainEvent("log", step, c.steps, metrics=line))
+
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metric lines past the resumed step: they belong to steps that will be redone."""
+        file = self.run_dir / METRICS_NAME
+        if not file.exists():
+            return
+        lines = file.read_text(encoding="utf-8").splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            write_text(file, "".join(ln + "\n" for ln in keep))
+
+    def _save(self, step: int) -> None:
+        if self.d.rank != 0 or self.ema is None:
+            return
+        c = self.config
+        state = {
+            "format": STATE_FORMAT,
+            "step": step,
+            "model": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": _rng_state(self.d.device),
+            "train_config": json.dumps(dataclasses.asdict(c)),
+            "model_config": json.dumps(cfg.to_dict(self.model_config)),
+            "init": self.init or "",
+            "world_size": self.d.world,
+        }
+        with atomic_path(self.run_dir / STATE_NAME) as tmp:
+            torch.save(state, tmp)
+        card = _card(self.model_config, c, step, self.data_names, len(self.dataset), self.init)
+        save_model(self.run_dir / MODEL_DIR, self.model_config, self.ema, card=card)
+        self.last_saved = step
+        self.emit(TrainEvent("save", step, c.steps, path=self.run_dir))
+
+    @torch.no_grad()
+    def _sample(self, step: int) -> None:
+        if self.d.rank != 0 or self.ema is None or not self.validation:
+            return
+        c, mc = self.config, self.model_config
+        self.ema.eval()
+        target = torch.stack([v.target for v in self.validation]).to(self.d.device)
+        cond = torch.stack([v.cond for v in self.validation]).to(self.d.device)
+        out = torch.empty_like(target)
+        gammas = schedule_gammas(mc.sample_schedule).to(self.d.device)
+        for t in sorted({v.task for v in self.validation}):  # one sampler call per task: masks differ
+            rows = [i for i, v in enumerate(self.validation) if v.task == t]
+            mask = None
+            if is_masked(c.tasks[t]):
+                mask = torch.stack([self.validation[i].mask for i in rows]).to(self.d.device)
+            out[rows] = sample(self.ema, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
+                               generators=[sample_generator(c.seed, i) for i in rows], mask=mask,
+                               objective=mc.objective, residual=mc.residual, strength=mc.strength)
+        path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
+        path.parent.mkdir(exist_ok=True)
+        write_grid(path, [[cond[i], out[i], target[i]] for i in range(len(out))])
+        self.emit(TrainEvent("sample", step, c.steps, path=path))
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Item indices of this process's micro-batches, step by step from `start`.
+
+    Step s uses items s * batch .. (s + 1) * batch - 1; each process takes its own slices.
+    """
+
+    def __init__(self, start: int, total: int, batch: int, accum: int, world: int, rank: int):
+        self.start, self.total, self.batch, self.accum, self.world, self.rank = start, total, batch, accum, world, rank
+        self.micro = batch // (world * accum)
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            for m in range(self.accum):
+                first = step * self.batch + (m * self.world + self.rank) * self.micro
+                yield list(range(first, first + self.micro))
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.accum
+
+
+def _next(it) -> dict[str, torch.Tensor]:
+    """Next batch; a PaletteError raised in a loader worker comes back as its own one-line message."""
+    try:
+        return next(it)
+    except PaletteError as err:
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(err)
+        raise PaletteError(last.split("PaletteError: ", 1)[-1]) from None
+
+
+def _preset_name(unet: cfg.UNetConfig) -> str:
+    """The preset a network config matches, or 'custom'."""
+    return next((name for name, p in cfg.PRESETS.items() if p == unet), "custom")
