@@ -26,15 +26,6 @@ PHOTOS = sorted(DATA.glob("kodim*-96.png"))  # four 96x64 Kodak photos
 _register()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: one intra-op thread avoids oversubscription (only speed depends on it).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def photos(tmp_path) -> Path:
     """A folder with copies of the Kodak photos."""

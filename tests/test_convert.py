@@ -39,15 +39,6 @@ DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (a busy 2-core CI machine is 10-30x slower on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference() -> dict[str, torch.Tensor]:
     """x, gammas and the trainer's EMA network output for them."""

@@ -31,15 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE, K, STEPS = 32, 2, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread; more only spin-wait on busy CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Three small Kodak photos in a folder of their own."""

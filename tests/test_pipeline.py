@@ -18,15 +18,6 @@ from palette_cli.errors import PaletteError
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: one intra-op thread avoids oversubscription (only speed depends on it).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     return load_model(tiny_model_dir)

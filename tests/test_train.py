@@ -35,15 +35,6 @@ _register()
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a small shared CPU, two threads of tiny convolutions mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     """A folder of three small Kodak photos."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.console import Console
+
+# palette_cli.tasks.TASKS, spelled out because importing that module imports torch.
+Task = Literal["colorize", "inpaint", "uncrop", "jpeg"]
 
 # Results on stdout, messages and progress on stderr, so `--json` output stays machine-readable.
 out = Console(highlight=False, soft_wrap=True)

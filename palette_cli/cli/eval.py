@@ -9,11 +9,10 @@ from typing import Annotated, Literal
 import typer
 
 from . import app
-from .common import err, error_line, out
+from .common import Task, err, error_line, out
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.
-Task = Literal["colorize", "inpaint", "uncrop", "jpeg"]
 MaskMode = Literal["center", "free-form", "box", "train"]
 Side = Literal["left", "right", "top", "bottom", "all", "random"]
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import err, out
+from .common import Task, err, out
 
 
 class DType(str, Enum):
@@ -17,15 +17,6 @@ class DType(str, Enum):
 
     fp32 = "fp32"
     fp16 = "fp16"
-
-
-class Task(str, Enum):
-    """palette_cli.tasks.TASKS, repeated here because importing that module imports torch."""
-
-    colorize = "colorize"
-    inpaint = "inpaint"
-    uncrop = "uncrop"
-    jpeg = "jpeg"
 
 
 LicenseOpt = Annotated[str | None, typer.Option(
@@ -73,7 +64,7 @@ def convert_command(
     from ..convert import convert_checkpoint
 
     result = convert_checkpoint(
-        src, output, config=config, task=task.value if task else None, dtype=dtype.value, image_size=image_size,
+        src, output, config=config, task=task, dtype=dtype.value, image_size=image_size,
         num_heads=num_heads, num_head_channels=num_head_channels,
         num_heads_upsample=num_heads_upsample, new_attention_order=new_attention_order,
         license=license, overwrite=overwrite)
