@@ -220,7 +220,7 @@ def test_x0_residual_run_records_its_objective_and_restores_through_the_cli(phot
                                  "--steps", "2", "--objective", "x0", "--residual", "--sample-every", "2"])
     assert result.exit_code == 0, result.output
     model = load_model(run / "model")
-    assert (model.config.objective, model.config.residual, model.config.sampler) == ("x0", True, "dpmpp")
+    assert (model.config.objective, model.config.residual, model.config.sampler) == ("x0", True, "ddim")
     assert model.config.sample_schedule == TRAIN_SCHEDULE
     assert (run / "samples" / "step-000000002.png").is_file()
     out = tmp_path / "out"
