@@ -12,7 +12,6 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from . import config as cfg
 from .atomic import atomic_path, write_text
 from .errors import PaletteError
+from .models_index import builtin_dir
 from .unet import UNet
 
 CONFIG_NAME = "config.json"
@@ -47,11 +47,6 @@ class PaletteModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
-
-
-def builtin_dir() -> Path:
-    """The folder of models shipped with the package."""
-    return Path(str(resources.files("palette_cli.weights")))
 
 
 def builtin_names() -> list[str]:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from importlib import resources
+
+def builtin_dir() -> Path:
+    """The folder of models shipped with the package (also from a source checkout)."""
+    try:
+        return Path(str(resources.files("palette_cli.weights")))
+    except ModuleNotFoundError:  # palette_cli imported from a checkout: weights/ sits beside it
+        return Path(__file__).resolve().parent.parent / "weights"
 
 
 def _describe(name: str, directory: Path, source: str) -> dict[str, Any] | None:
@@ -27,7 +34,7 @@ def _describe(name: str, directory: Path, source: str) -> dict[str, Any] | None:
 def list_models() -> list[dict[str, Any]]:
     """Built-in models, then cached Hub models with a palette config.json (no network, no torch)."""
     rows = []
-    root = Path(str(resources.files("palette_cli.weights")))
+    root = builtin_dir()
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
         row = _describe(directory.name, directory, "built-in")
         if row:
