@@ -71,7 +71,7 @@ class ModelConfig:
 
 
 PRESETS: dict[str, UNetConfig] = {
-    # For tests: a few thousand parameters, runs in milliseconds at 32x32.
+    # For tests: 0.83M parameters, a forward at 32x32 takes milliseconds.
     "tiny": UNetConfig(base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
                        attn_factors=(2,), num_head_channels=16),
     # CPU default: about 3M parameters, 64x64 to 128x128 crops.
