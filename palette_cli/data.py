@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PaletteError
+from .images import to_tensor
 from .samplers import sample_generator
 from .tasks import MASKED_TASKS, TASKS, degrade
 
@@ -102,12 +102,6 @@ def check_images(paths: Sequence[Path], warn: Warn | None = None) -> tuple[list[
         else:
             good.append(path)
     return good, bad
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image to a (3, H, W) float32 tensor in [-1, 1]."""
-    arr = torch.from_numpy(np.array(img, dtype=np.float32))
-    return arr.permute(2, 0, 1) / 127.5 - 1.0
 
 
 def random_crop(img: Image.Image, size: int, generator: torch.Generator, *, crop: str = "native",

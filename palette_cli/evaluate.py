@@ -24,6 +24,7 @@ from . import metrics
 from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
+from .images import to_tensor
 from .tasks import MASKED_TASKS, TASKS, UNCROP_SIDES, center_mask, degrade, free_form_mask, \
     random_box_mask, train_inpaint_mask, train_uncrop_mask, uncrop_mask
 
@@ -112,7 +113,7 @@ def load_ground_truth(path: str | os.PathLike, size: int) -> torch.Tensor:
     image = image.resize((rw, rh), Image.Resampling.BICUBIC)
     left, top = (rw - size) // 2, (rh - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    return to_tensor(image)
 
 
 def degrade_generator(seed: int, index: int) -> torch.Generator:

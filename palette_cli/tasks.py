@@ -332,6 +332,7 @@ def jpeg_recompress(img: Image.Image, quality: int) -> Image.Image:
         return decoded.convert("RGB")
 
 
+# images.py has the public to_tensor/to_pil; it imports this module, so these two stay here.
 def _tensor_to_pil(img: Tensor) -> Image.Image:
     """(3,H,W) tensor in [-1, 1] to an RGB PIL image."""
     arr = ((img.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
