@@ -95,6 +95,21 @@ def test_cli_run_writes_model_metrics_and_grids(photos: Path, tmp_path: Path) ->
     assert not [p for p in run.rglob("*.tmp")]
 
 
+def test_cli_json_and_quiet(photos: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(photos), "-o", str(run), "--task", "jpeg", *TINY, "--steps", "2",
+                                 "--sample-every", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # stdout is the one JSON object, nothing else
+    assert report == {"status": "done", "step": 2, "total": 2, "run": str(run), "model": str(run / "model"),
+                      "images": 3, "skipped": []}
+    assert "train" not in result.stderr and load_model(run / "model").config.tasks == ("jpeg",)
+
+    result = runner.invoke(app, ["train", str(photos), "-o", str(run), "--resume", "--steps", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "" and state_of(run)["step"] == 3
+
+
 def test_resume_continues_exactly(photos: Path, tmp_path: Path) -> None:
     config = tiny(tasks=("colorize", "inpaint"), steps=4, batch_size=4, grad_accum=2, save_every=2, log_every=1)
     T.train([photos], tmp_path / "straight", config)

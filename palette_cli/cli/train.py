@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
-from .common import err, fail
+from .common import err, fail, out
 
 # Options both commands share, defined once. None means "not given": a resumed run keeps the
 # value it was started with unless the option is given again.
@@ -45,6 +45,9 @@ CropOpt = Annotated[str | None, typer.Option(help="native: crop at the photo's r
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps; under torchrun each process uses its "
                                         "LOCAL_RANK GPU.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but warnings and errors.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="No progress bar; print one JSON object on stdout when the "
+                                       "run ends (status, step, total, model, images, skipped).")]
 
 
 def _rank() -> int:
@@ -59,7 +62,8 @@ class _StopOnSignal:
     Ctrl-C a second time: there the agent's own timeout is the hard stop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.requested = False
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.previous: dict[int, Any] = {}
@@ -67,7 +71,7 @@ class _StopOnSignal:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT and not self.distributed:
             raise KeyboardInterrupt
-        if not self.requested and _rank() == 0:
+        if not self.requested and _rank() == 0 and not self.quiet:
             err.print("stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
         self.requested = True
 
@@ -95,18 +99,21 @@ def _changes(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _execute(start: Any, run_dir: Path) -> None:
+def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
     """Run a training function with progress on rank 0 and turn its outcomes into exit codes."""
+    import json
+
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     from ..errors import PaletteError
 
     rank0 = _rank() == 0
+    chatty = rank0 and not quiet and not as_json  # info lines and the progress bar
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=err, disable=not rank0, transient=False)
+                        console=err, disable=not chatty, transient=False)
     bar = None
     saved = [0]
 
@@ -115,7 +122,8 @@ def _execute(start: Any, run_dir: Path) -> None:
         if event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
-            err.print(f"training on {event.message}")
+            if chatty:
+                err.print(f"training on {event.message}")
             progress.start()  # only now: an early error prints no empty progress line
             bar = progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
         elif event.kind == "step" and bar is not None:
@@ -124,7 +132,7 @@ def _execute(start: Any, run_dir: Path) -> None:
         elif event.kind == "save":
             saved[0] = event.step
 
-    with _StopOnSignal() as stop:
+    with _StopOnSignal(quiet=quiet or as_json) as stop:
         try:
             result = start(callback=on_event, should_stop=stop)
         except PaletteError as exc:
@@ -140,13 +148,21 @@ def _execute(start: Any, run_dir: Path) -> None:
             raise typer.Exit(130) from None
         finally:
             _stop(progress)
-    if rank0:
-        if result.skipped:
-            err.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/]", markup=True)
-        if result.stopped:
+    if not rank0:
+        return
+    if as_json:
+        out.print(json.dumps({"status": "stopped" if result.stopped else "done", "step": result.step,
+                              "total": result.total, "run": str(run_dir), "model": str(result.model_dir),
+                              "images": result.images, "skipped": [str(p) for p in result.skipped]}),
+                  markup=False)
+    if result.skipped and not as_json:
+        err.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/]", markup=True)
+    if result.stopped:
+        if not as_json:
             err.print(f"stopped at step {result.step} of {result.total}; checkpoint saved in {run_dir}; "
                       f"continue with the same command and --resume")
-            raise typer.Exit(130)
+        raise typer.Exit(130)
+    if chatty:
         err.print(f"done: {result.step} steps; model in {result.model_dir}")
 
 
@@ -180,6 +196,8 @@ def train_command(
     crop: CropOpt = None,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a new model on your photos; runs on N GPUs under `torchrun --nproc-per-node N`."""
     from .. import train as training
@@ -190,13 +208,13 @@ def train_command(
                        workers=workers, save_every=save_every, sample_every=sample_every,
                        sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
-        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output)
+        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
         return
     if task is None:
         raise fail("pass --task (colorize, inpaint, uncrop, jpeg, or several joined by commas)", 2)
     changes["tasks"] = training.parse_tasks(task)
     config = training.TrainConfig(**changes)
-    _execute(lambda **kw: training.train(data, output, config, device=device, **kw), output)
+    _execute(lambda **kw: training.train(data, output, config, device=device, **kw), output, quiet, as_json)
 
 
 @app.command("finetune")
@@ -229,6 +247,8 @@ def finetune_command(
     crop: CropOpt = None,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Continue training a saved model on your photos, keeping its network; may change its tasks."""
     from .. import train as training
@@ -238,7 +258,7 @@ def finetune_command(
                        precision=precision, seed=seed, workers=workers, save_every=save_every,
                        sample_every=sample_every, sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
-        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output)
+        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
         return
     from ..checkpoint import read_config, resolve
 
@@ -247,4 +267,5 @@ def finetune_command(
     defaults = {"lr": training.FINETUNE_LR, "warmup": training.FINETUNE_WARMUP,
                 "steps": training.FINETUNE_STEPS}
     config = training.TrainConfig(**{**defaults, **changes})
-    _execute(lambda **kw: training.finetune(model, data, output, config, device=device, **kw), output)
+    _execute(lambda **kw: training.finetune(model, data, output, config, device=device, **kw), output, quiet,
+             as_json)
