@@ -71,10 +71,14 @@ def test_cli_run_writes_model_metrics_and_grids(photos: Path, tmp_path: Path) ->
     model = load_model(run / "model")
     assert model.config.tasks == ("colorize", "inpaint", "uncrop", "jpeg")
     assert model.config.image_size == 32 and model.config.unet == T.cfg.PRESETS["tiny"]
+    # No --objective: the first task's measured recipe (colorize: x0, residual, 4 DDIM steps).
+    assert (model.config.objective, model.config.residual, model.config.sampler, model.config.steps) == \
+        ("x0", True, "ddim", 4)
     assert torch.equal(model.network.state_dict()["out.2.weight"], state_of(run)["ema"]["out.2.weight"])
     img = make_item(load_rgb(KODAK[0]), ("colorize",), 32, torch.Generator().manual_seed(0))
     out = sample(model.network, img.cond[None], gammas(model.config.sample_schedule), sampler="ddim", steps=2,
-                 generators=[sample_generator(0, 0)])
+                 generators=[sample_generator(0, 0)], objective=model.config.objective,
+                 residual=model.config.residual)
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
     lines = read_metrics(run)
@@ -108,6 +112,27 @@ def test_cli_json_and_quiet(photos: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(photos), "-o", str(run), "--resume", "--steps", "3", "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.output == "" and state_of(run)["step"] == 3
+
+
+def test_new_runs_follow_their_tasks_recipe_and_eps_keeps_the_paper() -> None:
+    for task, steps in (("colorize", 4), ("jpeg", 2), ("inpaint", 1), ("uncrop", 1)):
+        config = T.TrainConfig(tasks=(task,))
+        model = T.new_model_config(config)
+        assert (config.objective, config.residual) == ("x0", True)
+        assert (model.objective, model.residual, model.sampler, model.steps, model.strength) == \
+            ("x0", True, "ddim", steps, 1.0)
+        assert model.sample_schedule == model.train_schedule  # x0 models respace their training schedule
+    # A generalist follows its first task.
+    assert T.new_model_config(T.TrainConfig(tasks=("jpeg", "colorize"))).steps == 2
+    # Naming another objective drops residual unless asked; eps samples like the paper.
+    paper = T.TrainConfig(tasks=("jpeg",), objective="eps")
+    assert paper.residual is False
+    model = T.new_model_config(paper)
+    assert model.sample_schedule == T.cfg.ModelConfig().sample_schedule != model.train_schedule
+    assert (model.sampler, model.steps) == (T.cfg.ModelConfig().sampler, T.cfg.ModelConfig().steps)
+    assert T.TrainConfig(tasks=("jpeg",), objective="v").residual is False
+    assert T.TrainConfig(tasks=("jpeg",), objective="eps", residual=True).residual is True
+    assert T.new_model_config(T.TrainConfig(objective="regression")).steps == 1
 
 
 def test_resume_continues_exactly(photos: Path, tmp_path: Path) -> None:

@@ -182,10 +182,12 @@ def train_command(
     warmup: Annotated[int | None, typer.Option(help="Linear warmup steps \\[default: 10000].")] = None,
     ema_decay: EmaOpt = None,
     loss: LossOpt = None,
-    objective: Annotated[str | None, typer.Option(help="What the network predicts: eps (Palette), x0, v, or "
-                                                  "regression (one-pass baseline) \\[default: eps].")] = None,
+    objective: Annotated[str | None, typer.Option(help="What the network predicts: x0 (the clean image), v, eps "
+                                                  "(Palette's noise) or regression (one-pass baseline) "
+                                                  "\\[default: x0, measured best on small budgets].")] = None,
     residual: Annotated[bool | None, typer.Option("--residual/--no-residual", help="Diffuse target minus "
-                                                  "source (faster to learn) \\[default: no].")] = None,
+                                                  "source (faster to learn) \\[default: on with x0, off "
+                                                  "with another --objective].")] = None,
     precision: PrecisionOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
