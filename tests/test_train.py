@@ -157,7 +157,8 @@ def test_resume_continues_exactly(photos: Path, tmp_path: Path) -> None:
     assert [m["loss"] for m in resumed] == pytest.approx([m["loss"] for m in straight], abs=1e-6)
 
 
-def test_loss_falls_by_half_when_overfitting_one_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("objective", [None, "eps"])  # the task's recipe (x0, residual) and Palette's eps
+def test_loss_falls_by_half_when_overfitting_one_image(tmp_path: Path, objective: str | None) -> None:
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(KODAK[3], one)
@@ -165,13 +166,16 @@ def test_loss_falls_by_half_when_overfitting_one_image(tmp_path: Path) -> None:
              for i in range(4)]
     x0, cond = torch.stack([i.target for i in items]), torch.stack([i.cond for i in items])
 
+    T.train([one], tmp_path / "run", tiny(steps=20, lr=2e-3, objective=objective))
+    model = load_model(tmp_path / "run" / "model")
+    assert model.config.objective == (objective or "x0")
+
     def fixed_batch_loss(network: torch.nn.Module) -> float:
         with torch.no_grad():
             return float(training_loss(network, x0, cond, train_gammas=gammas(TRAIN_SCHEDULE),
+                                       objective=model.config.objective, residual=model.config.residual,
                                        generator=torch.Generator().manual_seed(0)))
 
-    T.train([one], tmp_path / "run", tiny(steps=20, lr=2e-3))
-    model = load_model(tmp_path / "run" / "model")
     torch.manual_seed(0)
     before = fixed_batch_loss(build_network(model.config))
     after = fixed_batch_loss(model.network)
