@@ -114,22 +114,25 @@ def test_cli_json_and_quiet(photos: Path, tmp_path: Path) -> None:
     assert result.output == "" and state_of(run)["step"] == 3
 
 
-def test_new_runs_follow_their_tasks_recipe_and_eps_keeps_the_paper() -> None:
+def test_new_runs_follow_their_tasks_recipe_and_eps_keeps_the_papers_steps() -> None:
     for task, steps in (("colorize", 4), ("jpeg", 2), ("inpaint", 1), ("uncrop", 1)):
         config = T.TrainConfig(tasks=(task,))
         model = T.new_model_config(config)
         assert (config.objective, config.residual) == ("x0", True)
         assert (model.objective, model.residual, model.sampler, model.steps, model.strength) == \
             ("x0", True, "ddim", steps, 1.0)
-        assert model.sample_schedule == model.train_schedule  # x0 models respace their training schedule
+        assert model.sample_schedule == model.train_schedule
     # A generalist follows its first task.
     assert T.new_model_config(T.TrainConfig(tasks=("jpeg", "colorize"))).steps == 2
-    # Naming another objective drops residual unless asked; eps samples like the paper.
+    # Naming another objective drops residual unless asked; eps keeps the paper's 50 DDIM steps.
+    # Every new model respaces its own training schedule (the paper's inference schedule stays the
+    # ModelConfig default, for converted checkpoints and old directories).
     paper = T.TrainConfig(tasks=("jpeg",), objective="eps")
     assert paper.residual is False
     model = T.new_model_config(paper)
-    assert model.sample_schedule == T.cfg.ModelConfig().sample_schedule != model.train_schedule
-    assert (model.sampler, model.steps) == (T.cfg.ModelConfig().sampler, T.cfg.ModelConfig().steps)
+    assert model.sample_schedule == model.train_schedule == T.cfg.TRAIN_SCHEDULE
+    assert T.cfg.ModelConfig().sample_schedule == T.cfg.PAPER_SAMPLE_SCHEDULE != model.sample_schedule
+    assert (model.sampler, model.steps) == ("ddim", 50)
     assert T.TrainConfig(tasks=("jpeg",), objective="v").residual is False
     assert T.TrainConfig(tasks=("jpeg",), objective="eps", residual=True).residual is True
     assert T.new_model_config(T.TrainConfig(objective="regression")).steps == 1
