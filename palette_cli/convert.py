@@ -13,8 +13,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -560,13 +560,15 @@ def _write_directory(out: Path, config: ModelConfig, network: torch.nn.Module, d
         save_model(out, config, network, dtype=dtype, card=card)  # each file atomic
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"  # named first: Ctrl-C leaves nothing
     try:
+        os.mkdir(tmp, 0o700)
         save_model(tmp, config, network, dtype=dtype, card=card)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        os.chmod(tmp, 0o777 & ~_umask())  # private until complete; then the usual permissions
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if not (isinstance(exc, FileExistsError) and exc.filename == str(tmp)):  # not someone else's folder
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
