@@ -13,6 +13,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def temporary_name(path: Path) -> Path:
+    """A fresh hidden name beside `path` for a file or folder that becomes `path` when complete."""
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path`, else removed."""
@@ -20,13 +25,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         # The name is chosen before the file exists, so a Ctrl-C at any point leaves nothing behind.
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         while True:
+            tmp = temporary_name(path)
             try:
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 break
             except FileExistsError:
-                tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+                continue
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # a private file until complete; then the usual permissions
         os.replace(tmp, path)

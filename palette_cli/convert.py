@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .atomic import temporary_name
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_network, save_model
 from .config import PAPER_SAMPLE_SCHEDULE, TRAIN_SCHEDULE, ModelConfig, ScheduleConfig, UNetConfig
 from .diffusion import gammas as schedule_gammas
@@ -560,7 +560,7 @@ def _write_directory(out: Path, config: ModelConfig, network: torch.nn.Module, d
         save_model(out, config, network, dtype=dtype, card=card)  # each file atomic
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"  # named first: Ctrl-C leaves nothing
+    tmp = temporary_name(out)  # named before it exists: a Ctrl-C at any point leaves nothing
     try:
         os.mkdir(tmp, 0o700)
         save_model(tmp, config, network, dtype=dtype, card=card)
