@@ -73,8 +73,8 @@ class Recipe:
 
     The `small` network was trained with every objective, with and without residual diffusion, for
     the same budget (600 steps of 8 images at 64 px, 8.4 minutes on one CPU thread) and scored with
-    `palette eval` on cbsd68: x0 with residual diffusion won both tasks measured (jpeg q10 and
-    colorize), and a few DDIM steps from pure noise beat more steps and DPM-Solver++, while
+    `palette eval` on cbsd68: x0 with residual diffusion was the best diffusion setting on both
+    tasks measured (jpeg q10 and colorize), and a few DDIM steps from pure noise beat more steps and DPM-Solver++, while
     strength < 1 cost PSNR (jpeg) or colour (colorize). The table is in the CHANGELOG;
     `--objective eps` trains Palette's own parameterisation.
     """
@@ -103,7 +103,7 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
     """The config of a network trained from scratch, with the sampling defaults of its objective.
 
     Every new model samples by respacing its own training schedule: 61% of the paper's 1000-step
-    inference schedule is near-pure noise (gamma < 1e-3), and on eps models it measured no better.
+    inference schedule is near-pure noise (gamma < 1e-3), and it scored lower on eps models too.
     Palette's eps models keep the paper's 50 DDIM steps; x0/v models take their task recipe's
     sampler, steps and strength. Edit config.json (or pass --sampler/--steps) to change these."""
     unet = cfg.preset(config.preset)
