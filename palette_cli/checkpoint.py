@@ -174,6 +174,19 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs natively here: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 autocast is emulated and slow (5.8x slower than fp32 on an AVX2-only CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
 def load_model(spec: str | os.PathLike, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None) -> PaletteModel:
     """Load a model from a built-in name, a local directory or a Hub id (`org/name[@rev]`)."""

@@ -35,6 +35,7 @@ class UNetConfig:
     conv_resample: bool = True  # learned conv resampling when resblock_updown is off
     legacy_attention_order: bool = True  # split heads before q/k/v, as the public trainer does
     noise_embed_scale: float = 1.0  # gamma is multiplied by this before the sinusoidal embedding
+    encoder_channels: int = 0  # channels of a frozen encoder's feature map fed in (0: none; see unet.py)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ class ScheduleConfig:
     beta_start: float = 1e-6  # linear only
     beta_end: float = 1e-2  # linear only
     cosine_s: float = 8e-3  # cosine only (Nichol & Dhariwal's offset)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A frozen pretrained image encoder that conditions the UNet (PITI's semantic prior).
+
+    It sees the task's base image (the gray photo, the JPEG, the known pixels with the hole
+    mean-filled) at its own resolution; its weights are not part of model.safetensors but are
+    named here with their hash."""
+
+    name: str = "efficientnet-lite0"
+    sha256: str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    size: int = 256  # input side; the feature map is size / 32 on a side
+    dropout: float = 0.1  # training: share of items whose features are zeroed (the null condition)
 
 
 # Palette, Appendix A: train on 2000 steps linear 1e-6..0.01, sample on 1000 steps 1e-4..0.09.
@@ -67,6 +82,7 @@ class ModelConfig:
     sampler: str = "ddim"  # default sampler for inference: "ddpm", "ddim" or "dpmpp"
     steps: int = 50  # default number of sampling steps (network calls)
     strength: float = 1.0  # default start level: 1 = pure noise, < 1 = the noised source
+    encoder: EncoderConfig | None = None  # a frozen pretrained encoder of the base image; None: none
     format_version: int = FORMAT_VERSION
 
 
@@ -92,8 +108,14 @@ def preset(name: str) -> UNetConfig:
 
 
 def to_dict(config: ModelConfig) -> dict[str, Any]:
-    """A JSON-ready dict of a model config."""
-    return dataclasses.asdict(config)
+    """A JSON-ready dict of a model config; a model without an encoder is written as before encoders
+    existed, so older readers still load it."""
+    data = dataclasses.asdict(config)
+    if config.encoder is None:
+        del data["encoder"]
+    if not config.unet.encoder_channels:
+        del data["unet"]["encoder_channels"]
+    return data
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -122,7 +144,12 @@ def from_dict(data: dict[str, Any]) -> ModelConfig:
         unet = _build(UNetConfig, data.pop("unet", {}), "unet")
         train = _build(ScheduleConfig, data.pop("train_schedule", {}), "train_schedule")
         sample = _build(ScheduleConfig, data.pop("sample_schedule", {}), "sample_schedule")
+        encoder = data.pop("encoder", None)
+        if encoder is not None:
+            if not isinstance(encoder, dict):
+                raise PaletteError("encoder: expected an object or null")
+            encoder = _build(EncoderConfig, encoder, "encoder")
         return _build(ModelConfig, {**data, "unet": unet, "train_schedule": train,
-                                    "sample_schedule": sample}, "config")
+                                    "sample_schedule": sample, "encoder": encoder}, "config")
     except TypeError as err:
         raise PaletteError(f"config: {err}") from None

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import PaletteError
 from .images import to_tensor
 from .samplers import sample_generator
-from .tasks import MASKED_TASKS, TASKS, degrade
+from .tasks import MASKED_TASKS, TASKS, degrade, encoder_view
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 CROP_MODES = ("native", "fit")
@@ -111,19 +111,36 @@ def random_crop(img: Image.Image, size: int, generator: torch.Generator, *, crop
     "native" crops at the photo's own resolution; "fit" first shrinks the short side to `size`
     so the crop sees most of the picture. Either way a short side below `size` is upscaled.
     """
+    return random_crop_view(img, size, generator, crop=crop, flip=flip)[0]
+
+
+def random_crop_view(img: Image.Image, size: int, generator: torch.Generator, *, crop: str = "native",
+                     flip: bool = True, view_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`random_crop`, and the same region of the photo at view_size x view_size (or None).
+
+    The view is cut from the photo at its own resolution, so an encoder that looks at it sees what
+    the crop shows at more pixels than the crop has (the same draws as `random_crop`)."""
     if crop not in CROP_MODES:
         raise PaletteError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
+    original = img
     w, h = img.size
+    scale = 1.0
     if min(w, h) < size or crop == "fit":
         scale = size / min(w, h)
         w, h = max(size, round(w * scale)), max(size, round(h * scale))
         img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     x = int(torch.randint(0, w - size + 1, (1,), generator=generator))
     y = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-    img = img.crop((x, y, x + size, y + size))
+    out = img.crop((x, y, x + size, y + size))
+    view = None
+    if view_size:
+        sx, sy = original.size[0] / w, original.size[1] / h  # crop box back in the photo's pixels
+        view = original.resize((view_size, view_size), Image.Resampling.BICUBIC,
+                               box=(x * sx, y * sy, (x + size) * sx, (y + size) * sy), reducing_gap=3.0)
     if flip and bool(torch.rand((), generator=generator) < 0.5):
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_tensor(img)
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view is not None else None
+    return to_tensor(out), (to_tensor(view) if view is not None else None)
 
 
 @dataclass
@@ -134,24 +151,26 @@ class Item:
     cond: torch.Tensor  # (3, S, S)
     mask: torch.Tensor  # (1, S, S), all zero when the task has no mask
     task: int  # index into the run's task list
+    view: torch.Tensor | None = None  # (3, V, V): what a frozen encoder sees (tasks.encoder_view)
 
 
 def make_item(img: Image.Image, tasks: Sequence[str], size: int, generator: torch.Generator,
-              crop: str = "native") -> Item:
+              crop: str = "native", view_size: int | None = None) -> Item:
     """Crop, flip, pick a task and degrade with the same function inference uses."""
-    target = random_crop(img, size, generator, crop=crop)
+    target, region = random_crop_view(img, size, generator, crop=crop, view_size=view_size)
     task = int(torch.randint(0, len(tasks), (1,), generator=generator)) if len(tasks) > 1 else 0
     cond, mask = degrade(tasks[task], target, generator)
+    view = encoder_view(tasks[task], region, cond, mask, view_size) if view_size else None
     if mask is None:
         mask = torch.zeros(1, size, size)
-    return Item(target, cond, mask, task)
+    return Item(target, cond, mask, task, view)
 
 
 class TrainingImages(torch.utils.data.Dataset):
     """Item k of a run: image perm_e[k mod N] of epoch e = k // N, cropped and degraded by seed (seed, k)."""
 
     def __init__(self, paths: Sequence[Path], tasks: Sequence[str], size: int, seed: int,
-                 crop: str = "native"):
+                 crop: str = "native", view_size: int | None = None):
         if not paths:
             raise PaletteError("no readable training images")
         unknown = [t for t in tasks if t not in TASKS]
@@ -160,6 +179,7 @@ class TrainingImages(torch.utils.data.Dataset):
         if crop not in CROP_MODES:
             raise PaletteError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
         self.paths, self.tasks, self.size, self.seed, self.crop = list(paths), tuple(tasks), size, seed, crop
+        self.view_size = view_size
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -175,22 +195,27 @@ class TrainingImages(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         path = self.paths[self.image_index(k)]
-        item = make_item(load_rgb(path), self.tasks, self.size, sample_generator(self.seed, k), self.crop)
-        return {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(item.task)}
+        item = make_item(load_rgb(path), self.tasks, self.size, sample_generator(self.seed, k), self.crop,
+                         self.view_size)
+        out = {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(item.task)}
+        if item.view is not None:
+            out["view"] = item.view
+        return out
 
 
 def validation_batch(paths: Sequence[Path], tasks: Sequence[str], size: int, seed: int, count: int = 4,
-                     crop: str = "native") -> list[Item]:
+                     crop: str = "native", view_size: int | None = None) -> list[Item]:
     """A fixed batch for sample grids: the first images, tasks in turn, fixed crops and masks."""
     items = []
     for i in range(count):
         img = load_rgb(paths[i % len(paths)])
         gen = sample_generator(seed, VALIDATION_STREAM + i)
-        target = random_crop(img, size, gen, crop=crop, flip=False)
+        target, region = random_crop_view(img, size, gen, crop=crop, flip=False, view_size=view_size)
         task = tasks[i % len(tasks)]
         cond, mask = degrade(task, target, gen)
+        view = encoder_view(task, region, cond, mask, view_size) if view_size else None
         items.append(Item(target, cond, mask if mask is not None else torch.zeros(1, size, size),
-                          tasks.index(task)))
+                          tasks.index(task), view))
     return items
 
 

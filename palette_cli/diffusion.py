@@ -17,6 +17,7 @@ is the paper's one-pass baseline, which predicts x0 from the source alone.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -132,11 +133,15 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor, *,
                   train_gammas: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "l2",
                   objective: str = "eps", residual: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  features: torch.Tensor | None = None) -> torch.Tensor:
     """Palette's training loss (Eq. 7): || f(cond, x_t, gamma) - target ||, on the mask if given.
 
     The target is eps for Palette's objective, x0 or v otherwise; with `residual` the diffused
-    image is x0 - residual_base(cond, mask)."""
+    image is x0 - residual_base(cond, mask). `features` (a frozen encoder's map of the base image)
+    goes to the network as its third argument when given."""
+    if features is not None:
+        network = functools.partial(network, features=features)
     base = residual_base(cond, mask) if residual else None
     if base is not None:
         x0 = x0 - base

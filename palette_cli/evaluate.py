@@ -25,7 +25,7 @@ from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
 from .images import to_tensor
-from .tasks import MASKED_TASKS, TASKS, UNCROP_SIDES, center_mask, degrade, free_form_mask, \
+from .tasks import MASKED_TASKS, TASKS, UNCROP_SIDES, center_mask, degrade, encoder_view, free_form_mask, \
     random_box_mask, train_inpaint_mask, train_uncrop_mask, uncrop_mask
 
 REPORT_VERSION = 1
@@ -41,13 +41,18 @@ BASELINES = {
     "inpaint": "mean-colour fill (mean of the known pixels)",
     "uncrop": "mean-colour fill (mean of the known pixels)",
 }
-# Metrics that need a pretrained feature network: palette ships no such weights and never downloads.
+# Metrics palette does not compute (it never downloads weights).
 SKIPPED = {
-    "fid": "needs Inception-v3 weights (pytorch-fid / torchmetrics); palette ships none and never downloads",
-    "lpips": "needs AlexNet/VGG weights and the lpips package; palette ships none and never downloads",
-    "chimle_variance": "faithfulness-weighted variance (CHIMLE) needs a pretrained feature network; "
-                       "palette ships none and never downloads",
+    "fid": "needs Inception-v3 weights, which palette does not ship; `fd` is the same statistic in "
+           "EfficientNet-Lite0's feature space",
+    "lpips": "needs AlexNet/VGG weights and the lpips package; `pd` is the Palette paper's perceptual distance "
+             "in EfficientNet-Lite0's feature space",
+    "chimle_variance": "faithfulness-weighted variance (CHIMLE) is not implemented",
 }
+FEATURE_NOTE = ("ca: top-1 accuracy of the ImageNet classifier EfficientNet-Lite0 (224 px) on labelled images; "
+                "fd: Fréchet distance and kid: unbiased kernel distance between pooled features of a set and of "
+                "the ground truth; pd: mean feature distance of each image to its own ground truth. Not "
+                "comparable to published FID/KID (another network, small N).")
 _DEGRADE_STREAM = 0x6576616C  # keeps degradation noise apart from the sampler's noise streams
 
 Progress = Callable[[int, int], None]  # (images done, images total)
@@ -71,6 +76,8 @@ class EvalSettings:
     batch_size: int | None = None  # samples per network call; None: all samples of an image at once
     limit: int | None = None  # first N images of the folder
     grid_rows: int = 4  # images shown in grid.png
+    labels: str | None = None  # TSV of file name -> ImageNet class index; None: from nXXXXXXXX_ names
+    features: bool = True  # score CA/FD/KID/PD with the frozen classifier
 
 
 @dataclass
@@ -202,24 +209,18 @@ def make_grid(rows: list[list[torch.Tensor]], gap: int = GRID_GAP) -> Image.Imag
 
 
 def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, settings: EvalSettings,
-                    sampler: str, steps: int) -> tuple[dict, list[torch.Tensor], list[float]]:
-    """Degrade, restore and score one ground truth: its report row, grid cells and sample-pair MS-SSIMs."""
-    from .pipeline import autocast, restore_tensors
-
+                    sampler: str, steps: int) -> tuple[dict, list[torch.Tensor], list[float], dict]:
+    """Degrade, restore and score one ground truth: its report row, grid cells, sample-pair MS-SSIMs
+    and the images (sample 0, baseline) for the feature-space metrics."""
     task = settings.task
     generator = degrade_generator(settings.seed, index)
     mask = eval_mask(settings, target.shape[-1], generator)
     cond, mask = degrade(task, target, generator, mask=mask, quality=settings.quality)
-    with autocast(model, settings.dtype):
-        samples = restore_tensors(model, cond[None], None if mask is None else mask[None],
-                                  num_samples=settings.num_samples,
-                                  sampler=None if sampler == "regression" else sampler, steps=steps,
-                                  seed=settings.seed, batch_size=settings.batch_size,
-                                  strength=settings.strength)[0]
-    samples = metrics.quantize(samples.float().cpu())
+    samples = metrics.quantize(_restore(model, target, cond, mask, settings, sampler, steps).float().cpu())
     per_sample = [score(task, s, target, mask) for s in samples]
+    base = metrics.quantize(baseline(task, cond, mask))
     row: dict = {"model": _mean_dict(per_sample), "samples": per_sample,
-                 "baseline": score(task, metrics.quantize(baseline(task, cond, mask)), target, mask)}
+                 "baseline": score(task, base, target, mask)}
     if task == "colorize":
         row["ground_truth"] = {"colorfulness": float(metrics.colorfulness(target))}
     if mask is not None:
@@ -227,7 +228,53 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
     pairs = metrics.pairwise_ms_ssim(samples).tolist()
     if pairs:
         row["diversity_ms_ssim"] = float(np.mean(pairs))
-    return row, [_visible_input(cond, mask), *samples, target], pairs
+    return row, [_visible_input(cond, mask), *samples, target], pairs, {"model": samples, "baseline": base}
+
+
+def _restore(model: PaletteModel, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+             settings: EvalSettings, sampler: str, steps: int) -> torch.Tensor:
+    """(num_samples, 3, S, S) restorations of one degraded image.
+
+    At the model's own size the network restores `cond` directly. At any other size the image goes
+    through the same full-resolution path as `palette <task>` on a photo (colorize: chroma at the
+    model's size on the input's luminance; jpeg: tiles; inpaint: a crop around the hole; uncrop: the
+    known part grown to a canvas)."""
+    from . import images, pipeline
+
+    options = dict(num_samples=settings.num_samples, sampler=None if sampler == "regression" else sampler,
+                   steps=steps, seed=settings.seed, batch_size=settings.batch_size, strength=settings.strength)
+    size = target.shape[-1]
+    with pipeline.autocast(model, settings.dtype):
+        if size == model.config.image_size:
+            views = None
+            if model.config.encoder is not None:
+                views = encoder_view(settings.task, target, cond, mask, model.config.encoder.size)[None]
+            return pipeline.restore_tensors(model, cond[None], None if mask is None else mask[None], views=views,
+                                            **options)[0]
+        prep = _full_size_input(model, settings, target, cond, mask)
+        samples = pipeline.restore_tensors(model, prep.cond, prep.mask, views=prep.view, **options)
+    return torch.stack([images.to_tensor(out.convert("RGB")) for out in pipeline.finish(prep, samples)])
+
+
+def _full_size_input(model: PaletteModel, settings: EvalSettings, target: torch.Tensor, cond: torch.Tensor,
+                     mask: torch.Tensor | None):
+    """`pipeline.prepare` of the photo a user would have: the gray image, the clean photo (recompressed
+    by prepare), the photo with its hole, or the known part that uncrop grows back."""
+    from . import images, pipeline
+
+    task = settings.task
+    if task == "colorize":
+        return pipeline.prepare(model, task, images.to_pil(cond), seed=settings.seed)
+    if task == "jpeg":
+        return pipeline.prepare(model, task, images.to_pil(target), quality=settings.quality, seed=settings.seed)
+    if task == "inpaint":
+        return pipeline.prepare(model, task, images.to_pil(target), mask=mask, seed=settings.seed)
+    if settings.side not in UNCROP_SIDES:
+        raise PaletteError(f"uncrop side {settings.side!r} cannot be evaluated at a size other than the "
+                           f"model's; use {', '.join(UNCROP_SIDES)}")
+    top, left, kh, kw = images.known_box(mask)
+    return pipeline.prepare(model, task, images.to_pil(target[:, top:top + kh, left:left + kw]),
+                            side=settings.side, ratio=0.5, seed=settings.seed)
 
 
 def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampler: str,
@@ -258,6 +305,7 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
     steps = 1 if regression else settings.steps or model.config.steps
 
     images, errors, grid, pair_values = [], [], [], []
+    kept: dict[str, list[torch.Tensor]] = {"model": [], "baseline": [], "ground_truth": []}
     seconds = 0.0
     for index, path in enumerate(files):
         name = path.name if path == data else path.relative_to(data).as_posix()
@@ -267,8 +315,12 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
             errors.append({"file": name, "error": str(err)})
         else:
             start = time.perf_counter()
-            row, cells, pairs = _evaluate_image(model, target, index, settings, sampler, steps)
+            row, cells, pairs, outputs = _evaluate_image(model, target, index, settings, sampler, steps)
             seconds += time.perf_counter() - start
+            if settings.features:
+                kept["model"].append(outputs["model"])
+                kept["baseline"].append(outputs["baseline"])
+                kept["ground_truth"].append(target)
             images.append({"file": name, **row})
             pair_values += pairs
             if len(grid) < settings.grid_rows:
@@ -304,12 +356,77 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
         "mean": mean,
         "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in images) for m in ("psnr", "ssim")},
         "diversity": diversity,
+        "features": (feature_scores(kept, [r["file"] for r in images], settings.labels, model.device)
+                     if settings.features else {"skipped": "turned off"}),
         "skipped": SKIPPED,
         "timing": {"seconds_per_image": seconds / len(images)},  # restore and score, not file reading
         "images": images,
         "errors": errors,
     }
     return EvalResult(report=report, grid=make_grid(grid) if grid else None)
+
+
+def read_labels(path: str | os.PathLike) -> dict[str, int]:
+    """A labels file: one `file<TAB>class index` per line (more columns and # comments are ignored)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PaletteError(f"{path}: cannot read labels file ({err})") from None
+    labels = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split("\t")
+        if not line.strip() or line.startswith("#"):
+            continue
+        if len(fields) < 2 or not fields[1].strip().isdigit() or not 0 <= int(fields[1]) < 1000:
+            raise PaletteError(f"{path}:{number}: expected `file<TAB>class index (0-999)`, got {line[:60]!r}")
+        labels[fields[0].strip()] = int(fields[1])
+    return labels
+
+
+def image_labels(files: list[str], labels_file: str | os.PathLike | None) -> list[int]:
+    """ImageNet class of each evaluated file (-1: unknown), from the labels file or `nXXXXXXXX_` names."""
+    from . import features
+
+    if labels_file is not None:
+        table = read_labels(labels_file)
+        return [table.get(f, table.get(Path(f).name, -1)) for f in files]
+    return [c if (c := features.class_from_name(Path(f).name)) is not None else -1 for f in files]
+
+
+def feature_scores(kept: dict[str, list[torch.Tensor]], files: list[str], labels_file: str | os.PathLike | None,
+                   device: torch.device) -> dict:
+    """CA, FD, KID and PD of the model's outputs, the baseline and the ground truth, side by side.
+
+    Every output sample counts for CA and PD; FD and KID compare each set's first sample per image
+    with the ground-truth set."""
+    from . import features
+
+    network = features.load(device=device).to(memory_format=torch.channels_last)
+    labels = torch.tensor(image_labels(files, labels_file))
+    truth = features.extract(torch.stack(kept["ground_truth"]), network=network)
+    report: dict = {"network": features.NAME, "note": FEATURE_NOTE, "images": len(files),
+                    "labelled": int((labels >= 0).sum()), "unlabelled": int((labels < 0).sum())}
+    for name in ("model", "baseline"):
+        stacks = torch.stack(kept[name])  # (N, samples, 3, S, S) or (N, 3, S, S)
+        per_sample = stacks if stacks.dim() == 5 else stacks[:, None]
+        n, k = per_sample.shape[:2]
+        feats = features.extract(per_sample.flatten(0, 1), network=network)
+        logits, pooled = feats.logits.reshape(n, k, -1), feats.pooled.reshape(n, k, -1)
+        report[name] = _set_scores(logits, pooled, labels, truth.pooled)
+    report["ground_truth"] = {"ca": metrics.top1(truth.logits, labels), "fd": 0.0, "kid": 0.0, "pd": 0.0}
+    return report
+
+
+def _set_scores(logits: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Scores of (N, K, ...) logits and pooled features of K samples per image against the truth."""
+    k = logits.shape[1]
+    many = truth.shape[0] >= 2
+    accuracies = [metrics.top1(logits[:, j], labels) for j in range(k)]
+    return {"ca": None if accuracies[0] is None else float(np.mean(accuracies)),
+            "fd": metrics.frechet_distance(pooled[:, 0], truth) if many else None,
+            "kid": metrics.kernel_distance(pooled[:, 0], truth) if many else None,
+            "pd": float(np.mean([metrics.perceptual_distance(pooled[:, j], truth) for j in range(k)]))}
 
 
 def save_report(result: EvalResult, directory: str | os.PathLike) -> list[Path]:

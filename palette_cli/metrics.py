@@ -1,4 +1,8 @@
-"""Image quality metrics that need no downloaded weights: PSNR, SSIM, MS-SSIM, colourfulness.
+"""Image quality metrics: PSNR, SSIM, MS-SSIM, colourfulness, and statistics of feature sets.
+
+The feature-set statistics (top-1 accuracy, Fréchet distance, kernel distance, perceptual
+distance) take logits or features from any network; `features.py` supplies palette's, which ship
+inside an installed wheel, so nothing here downloads anything.
 
 Images are float tensors in [-1, 1] shaped (3, H, W) or (..., 3, H, W), as everywhere in palette;
 each metric maps them to [0, 1] (data range 1) and returns one value per image, shaped like the
@@ -192,3 +196,49 @@ def histogram(values: list[float], bins: int = 10, low: float = 0.0, high: float
         i = min(max(math.floor((v - low) / (high - low) * bins), 0), bins - 1)
         counts[i] += 1
     return {"edges": [round(e, 6) for e in edges], "counts": counts}
+
+
+# --- feature-space metrics (Palette §5: classification accuracy, FID-style, perceptual distance) ---
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Share of rows whose highest logit is the label (labels < 0 are not counted; None if none is)."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return None
+    return float((logits[known].argmax(dim=1) == labels[known]).double().mean())
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D) and (M, D).
+
+    ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^1/2). With centred data A and B,
+    S_a S_b has the eigenvalues of C C^T for C = A B^T / sqrt((N-1)(M-1)), so the trace of its
+    square root is the nuclear norm of C: exact, and cheap when N, M are smaller than D.
+    """
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("the Fréchet distance needs at least 2 samples per set")
+    a, b = a.double(), b.double()
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    na, nb = a.shape[0] - 1, b.shape[0] - 1
+    cross = torch.linalg.matrix_norm(ca @ cb.T, ord="nuc") / math.sqrt(na * nb)
+    value = (a.mean(0) - b.mean(0)).square().sum() + ca.square().sum() / na + cb.square().sum() / nb - 2 * cross
+    return float(value.clamp(min=0))
+
+
+def kernel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased squared MMD with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3 (KID)."""
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("the kernel distance needs at least 2 samples per set")
+    a, b = a.double(), b.double()
+    d = a.shape[1]
+    kaa, kbb, kab = ((x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+    n, m = a.shape[0], b.shape[0]
+    value = ((kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1)) + (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
+             - 2 * kab.mean())
+    return float(value)
+
+
+def perceptual_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean Euclidean distance between paired feature rows (Palette's PD)."""
+    return float((a.double() - b.double()).norm(dim=1).mean())

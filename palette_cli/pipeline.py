@@ -13,6 +13,7 @@ Three levels, each usable alone:
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -104,12 +105,13 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
                     num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
                     seed: int = 0, batch_size: int | None = None,
                     callback: Callable[[int, int], None] | None = None,
-                    strength: float | None = None) -> torch.Tensor:
+                    strength: float | None = None, views: torch.Tensor | None = None) -> torch.Tensor:
     """cond (B,3,H,W) in [-1,1] at the model's resolution, mask (B,1,H,W) (1 = generate) or None.
     Returns (B, num_samples, 3, H, W) in [-1,1]. Sample k of every input uses
     samplers.sample_generator(seed, k), so a photo's sample k does not depend on what else is
     in the run or on the batch size. All B*num_samples samples are batched together up to
-    batch_size per network batch. callback(done, total) counts sampling steps over all batches."""
+    batch_size per network batch. callback(done, total) counts sampling steps over all batches.
+    `views` (B, 3, V, V) are what the model's frozen encoder sees (required when it names one)."""
     if cond.dim() != 4 or cond.shape[1] != 3:
         raise PaletteError(f"cond must be shaped (B, 3, H, W), got {tuple(cond.shape)}")
     b, _, h, w = cond.shape
@@ -132,11 +134,13 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     if batch_size < 1:
         raise PaletteError(f"batch size must be at least 1, got {batch_size}")
     gammas = diffusion.gammas(config.sample_schedule)
+    maps = encoder_maps(model, views, b)
 
     # Input-major order: item i is sample i % num_samples of input i // num_samples.
     n = b * num_samples
     flat_cond = cond.float().repeat_interleave(num_samples, dim=0)
     flat_mask = None if mask is None else mask.float().repeat_interleave(num_samples, dim=0)
+    flat_maps = None if maps is None else maps.repeat_interleave(num_samples, dim=0)
     sample_index = [i % num_samples for i in range(n)]
     num_batches = math.ceil(n / batch_size)
     total = num_batches * per_batch
@@ -146,14 +150,31 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
         step_callback = None
         if callback is not None:
             step_callback = lambda done, _, j=j: callback(j * per_batch + done, total)  # noqa: E731
+        network = model.network
+        if flat_maps is not None:
+            network = functools.partial(network, features=flat_maps[start:end].to(model.device))
         x = samplers.sample(
-            model.network, flat_cond[start:end].to(model.device), gammas, sampler=sampler, steps=steps,
+            network, flat_cond[start:end].to(model.device), gammas, sampler=sampler, steps=steps,
             generators=[samplers.sample_generator(seed, k) for k in sample_index[start:end]],
             mask=None if flat_mask is None else flat_mask[start:end].to(model.device),
             objective=config.objective, residual=config.residual, strength=strength,
             callback=step_callback)
         out.append(x.float().to(cond.device))
     return torch.cat(out).reshape(b, num_samples, 3, h, w)
+
+
+def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) -> torch.Tensor | None:
+    """The frozen encoder's feature maps of `views`, or None for a model without an encoder."""
+    encoder = model.config.encoder
+    if encoder is None:
+        return None
+    if views is None or views.dim() != 4 or views.shape[0] != count:
+        raise PaletteError(f"{model.source}: this model sees its input through {encoder.name}; pass one view "
+                           f"per input (pipeline.prepare makes them)")
+    from . import features
+
+    network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
+    return features.encode(network, views.to(model.device), encoder.size)
 
 
 # --- one photo: prepare, then finish --------------------------------------------------------
@@ -171,6 +192,7 @@ class Prepared:
     box: tuple[int, int, int, int] | None = None  # inpaint crop (left, top, right, bottom)
     offset: tuple[int, int] = (0, 0)  # uncrop: (top, left) of the original on the canvas
     tiling: images.Tiling | None = None  # jpeg
+    view: torch.Tensor | None = None  # (N, 3, V, V): what the model's frozen encoder sees, if it has one
     seconds: float = 0.0  # time spent preparing
     settings: dict[str, Any] = field(default_factory=dict)  # task options, for metadata
 
@@ -252,8 +274,32 @@ def prepare(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
         cond = tasks.fill_noise(canvas, small_mask, fill)
         prep = Prepared(task, photo, cond[None], small_mask[None], full_mask=canvas_mask, offset=offset,
                         settings={"side": side, "ratio": ratio})
+    if model.config.encoder is not None:
+        prep.view = _views(prep, model.config.encoder.size)
     prep.seconds = time.perf_counter() - start
     return prep
+
+
+def _views(prep: Prepared, size: int) -> torch.Tensor:
+    """The encoder's view of each conditioning image, from the photo at its own resolution."""
+    full = images.to_tensor(prep.photo.rgb)
+    if prep.task == "colorize":
+        regions = [full]
+    elif prep.task == "inpaint":
+        x0, y0, x1, y1 = prep.box
+        regions = [full[:, y0:y1, x0:x1]]
+    elif prep.task == "uncrop":  # the photo on a canvas of the encoder's size, where the model's sits
+        top, left, kh, kw = images.known_box(prep.mask[0])
+        s = prep.cond.shape[-1]
+        canvas = torch.zeros(3, size, size)
+        t, l, b, r = (round(v * size / s) for v in (top, left, top + kh, left + kw))
+        canvas[:, t:b, l:r] = images.resize(full, (b - t, r - l))
+        regions = [canvas]
+    else:  # jpeg: the tiles themselves
+        regions = list(prep.cond)
+    masks = prep.mask if prep.mask is not None else [None] * len(prep.cond)
+    return torch.stack([tasks.encoder_view(prep.task, region, cond, m, size)
+                        for region, cond, m in zip(regions, prep.cond, masks)])
 
 
 def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
@@ -326,8 +372,10 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
     if any(masked) and not all(masked):
         raise PaletteError("cannot batch masked and unmasked tasks together")
     mask = torch.cat([p.mask for _, p in group]) if all(masked) else None
+    views = torch.cat([p.view for _, p in group]) if model.config.encoder is not None else None
     start = time.perf_counter()
-    samples = restore_tensors(model, cond, mask, num_samples=num_samples, callback=callback, **options)
+    samples = restore_tensors(model, cond, mask, num_samples=num_samples, callback=callback, views=views,
+                              **options)
     share = (time.perf_counter() - start) / len(cond)
     at = 0
     for key, prep in group:
@@ -351,12 +399,15 @@ def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
     prep = prepare(model, task, image, seed=seed, **task_options)
     samples = restore_tensors(model, prep.cond, prep.mask, num_samples=num_samples, sampler=sampler,
                               steps=steps, seed=seed, batch_size=batch_size, callback=callback,
-                              strength=strength)
+                              strength=strength, views=prep.view)
     return finish(prep, samples)
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):
-    """A context running the network in `dtype` ("auto": fp32 on CPU, bf16/fp16 on GPUs)."""
+    """A context running the network in `dtype` ("auto": fp32 on CPU, bf16/fp16 on GPUs).
+
+    The CPU stays fp32 by default even where bf16 is native: under bf16, oneDNN's kernels round
+    differently at different batch sizes, and a photo's pixels must not depend on the batch."""
     device = model.device.type
     if dtype == "auto":
         if device == "cuda":

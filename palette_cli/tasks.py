@@ -394,3 +394,36 @@ def degrade(
         raise PaletteError(f"mask shape {tuple(mask.shape)} does not match the image; expected (1, {h}, {w})")
     mask = mask.to(device=target.device, dtype=target.dtype)
     return fill_noise(target, mask, generator), mask
+
+
+# --- what a frozen encoder sees ---------------------------------------------------------------
+
+
+def _resize(x: Tensor, size: int) -> Tensor:
+    """(C, H, W) -> (C, size, size), antialiased bicubic, clamped to [-1, 1]."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x.clone()
+    out = torch.nn.functional.interpolate(x[None].float(), size=(size, size), mode="bicubic",
+                                          antialias=True, align_corners=False)[0]
+    return out.clamp(-1, 1)
+
+
+def encoder_view(task: str, region: Tensor, cond: Tensor, mask: Tensor | None, size: int) -> Tensor:
+    """(3, size, size): the task's residual base at the encoder's own resolution.
+
+    `region` is the picture the model's `cond` was made from, at the best resolution at hand (the
+    full-resolution photo, crop or canvas), so a frozen encoder sees it at a useful size: the gray
+    photo for colorize; the known pixels with the hole filled by their mean colour for inpaint and
+    uncrop (the mask is `cond`'s, scaled up); for jpeg the JPEG itself, whose artifacts only exist
+    at the model's scale, so `cond` scaled up.
+    """
+    if task == "colorize":
+        return to_gray(_resize(region, size))
+    if task == "jpeg":
+        return _resize(cond, size)
+    if mask is None:
+        raise PaletteError(f"{task} needs a mask for its encoder view")
+    from .diffusion import residual_base
+
+    big = (torch.nn.functional.interpolate(mask[None].float(), size=(size, size), mode="area")[0] > 0).float()
+    return residual_base(_resize(region, size)[None], big[None])[0]

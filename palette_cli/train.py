@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -37,7 +38,8 @@ from torch import nn
 
 from . import config as cfg
 from .atomic import atomic_path, write_text
-from .checkpoint import build_network, default_card, pick_device, read_config, read_weights, resolve, save_model
+from .checkpoint import (build_network, default_card, native_bf16, pick_device, read_config, read_weights, resolve,
+                         save_model)
 from .data import (CROP_MODES, TrainingImages, check_images, find_images, is_masked, validation_batch)
 from .diffusion import gammas as schedule_gammas
 from .diffusion import OBJECTIVES, training_loss
@@ -52,19 +54,20 @@ SAMPLES_DIR = "samples"
 STATE_FORMAT = 1
 
 DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
 FREEZE = ("none", "encoder", "decoder")
 # Finetuning starts from trained weights: a smaller step and a short warmup.
 FINETUNE_LR = 2e-5
 FINETUNE_WARMUP = 500
 FINETUNE_STEPS = 2000
 # Fields a resumed run may not change: they shape the network or its optimizer.
-FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze")
+FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder")
 
 # Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
 # down path, so it goes with the encoder.
 _PARTS = {"encoder": ("cond_embed.", "input_blocks.", "middle_block."), "decoder": ("output_blocks.", "out.")}
 _NOISE_STREAM = 1 << 42  # generator streams of the diffusion noise, apart from the data's
+_DROP_STREAM = 1 << 43  # generator streams of the encoder-feature dropout
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,32 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
     sampler, steps and strength. Edit config.json (or pass --sampler/--steps) to change these."""
     unet = cfg.preset(config.preset)
     if config.objective == "regression":
-        return cfg.ModelConfig(unet=unet, objective="regression", residual=config.residual, steps=1)
-    if config.objective == "eps":
-        return cfg.ModelConfig(unet=unet, objective="eps", residual=config.residual,
+        made = cfg.ModelConfig(unet=unet, objective="regression", residual=config.residual, steps=1)
+    elif config.objective == "eps":
+        made = cfg.ModelConfig(unet=unet, objective="eps", residual=config.residual,
                                sample_schedule=cfg.TRAIN_SCHEDULE)
-    r = recipe(config.tasks)
-    return cfg.ModelConfig(unet=unet, objective=config.objective, residual=config.residual,
-                           sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
-                           strength=r.strength)
+    else:
+        r = recipe(config.tasks)
+        made = cfg.ModelConfig(unet=unet, objective=config.objective, residual=config.residual,
+                               sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
+                               strength=r.strength)
+    return with_encoder(made, config.encoder) if config.encoder else made
+
+
+def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
+    """The config with a frozen pretrained encoder (features.NAME) conditioning its UNet."""
+    from . import features
+
+    features.check_encoder(name)
+    unet = dataclasses.replace(model_config.unet, encoder_channels=features.FEATURES)
+    return dataclasses.replace(model_config, unet=unet, encoder=cfg.EncoderConfig(name=name, sha256=features.SHA256))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> bf16 where it runs natively (CUDA, AVX512-BF16 or AMX CPUs), else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 @dataclass(frozen=True)
@@ -135,7 +156,8 @@ class TrainConfig:
     # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the task's recipe.
     objective: str | None = None
     residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
-    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
     seed: int = 0
     workers: int = 0  # data loader processes; 0 loads in the training process
     save_every: int = 1000  # steps between checkpoints (one is always written at the end)
@@ -321,7 +343,8 @@ class _Objective(nn.Module):
         self.loss, self.objective, self.residual = loss, objective, residual
 
     def forward(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, task: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator, features: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss averaged over items, per-task [sum of loss x items, items]) of one micro-batch."""
         total = target.new_zeros(())
         per_task = torch.zeros(2, len(self.tasks))
@@ -330,7 +353,7 @@ class _Objective(nn.Module):
             m = mask[sel] if is_masked(self.tasks[t]) else None  # loss on the hole only
             value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
                                   mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
-                                  generator=generator)
+                                  generator=generator, features=None if features is None else features[sel])
             n = int(sel.sum())
             total = total + value * (n / target.shape[0])
             per_task[0, t] += value.detach().float().cpu() * n
@@ -449,6 +472,9 @@ class _Trainer:
             directory = resolve(init)
             model_config = read_config(directory)
             weights = read_weights(directory)
+            if config.encoder and model_config.encoder is None:  # the encoder's projections start at zero
+                model_config = with_encoder(model_config, config.encoder)
+                weights = _grown(model_config, weights, str(directory))
             config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
                                          preset=_preset_name(model_config.unet))
         else:
@@ -456,7 +482,9 @@ class _Trainer:
             weights = None
         size = config.image_size or (model_config.image_size if (init or resume) else
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
-        config = dataclasses.replace(config, image_size=size)
+        encoder = model_config.encoder
+        config = dataclasses.replace(config, image_size=size, encoder=encoder.name if encoder else None,
+                                     precision=resolve_precision(config.precision, d.device))
         self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
         self.config, self.init = config, init
 
@@ -471,9 +499,15 @@ class _Trainer:
         self.data_names = [Path(p).name for p in data]
         good, self.skipped = check_images(paths, warn=lambda m: self.emit(
             TrainEvent("warning", 0, config.steps, m)))
-        self.dataset = TrainingImages(good, config.tasks, size, config.seed, config.crop)
-        self.validation = (validation_batch(good, config.tasks, size, config.seed, config.sample_count, config.crop)
-                           if config.sample_every and d.rank == 0 else [])
+        view = encoder.size if encoder else None
+        self.dataset = TrainingImages(good, config.tasks, size, config.seed, config.crop, view)
+        self.validation = (validation_batch(good, config.tasks, size, config.seed, config.sample_count, config.crop,
+                                            view) if config.sample_every and d.rank == 0 else [])
+        self.encoder = None
+        if encoder:
+            from . import features
+
+            self.encoder = features.load(encoder.sha256, d.device).to(memory_format=torch.channels_last)
 
         self.network = network.to(d.device).train()
         frozen = _PARTS.get(config.freeze, ())
@@ -547,8 +581,9 @@ class _Trainer:
                             else contextlib.nullcontext())
                     with sync:
                         with autocast:
+                            feats = self._features(batch, step * c.grad_accum + m)
                             loss, groups = self.module(batch["target"], batch["cond"], batch["mask"],
-                                                       batch["task"], gen)
+                                                       batch["task"], gen, feats)
                         self.scaler.scale(loss / c.grad_accum).backward()
                     per_task += groups
                 # One small all-reduce per step: non-finite flag, stop request, loss statistics.
@@ -619,6 +654,19 @@ class _Trainer:
         raise PaletteError(f"step {step}: the training loss is not finite (NaN or inf); stopped, {where}. "
                            f"Lower --lr, lengthen --warmup or use --precision fp32")
 
+    def _features(self, batch: dict[str, torch.Tensor], micro: int) -> torch.Tensor | None:
+        """The frozen encoder's maps of a micro-batch's views; a share `dropout` of items gets the
+        null condition (zeros), so the model also works, and can be guided, without them."""
+        if self.encoder is None:
+            return None
+        from . import features
+
+        enc = self.model_config.encoder
+        maps = features.encode(self.encoder, batch["view"], enc.size)
+        gen = sample_generator(self.config.seed, _DROP_STREAM + micro * self.d.world + self.d.rank)
+        keep = (torch.rand(maps.shape[0], generator=gen) >= enc.dropout).to(maps)
+        return maps * keep[:, None, None, None]
+
     def _log(self, step: int, window: np.ndarray, elapsed: float, ntasks: int) -> None:
         if self.d.rank != 0 or window[1] == 0:
             return
@@ -680,7 +728,14 @@ class _Trainer:
             mask = None
             if is_masked(c.tasks[t]):
                 mask = torch.stack([self.validation[i].mask for i in rows]).to(self.d.device)
-            out[rows] = sample(self.ema, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
+            network = self.ema
+            if self.encoder is not None:
+                from . import features
+
+                views = torch.stack([self.validation[i].view for i in rows]).to(self.d.device)
+                network = functools.partial(self.ema, features=features.encode(
+                    self.encoder, views, mc.encoder.size))
+            out[rows] = sample(network, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
                                generators=[sample_generator(c.seed, i) for i in rows], mask=mask,
                                objective=mc.objective, residual=mc.residual, strength=mc.strength)
         path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
@@ -717,6 +772,15 @@ def _next(it) -> dict[str, torch.Tensor]:
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
         last = lines[-1] if lines else str(err)
         raise PaletteError(last.split("PaletteError: ", 1)[-1]) from None
+
+
+def _grown(model_config: cfg.ModelConfig, weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Trained weights plus freshly initialised (zero-output) encoder projections."""
+    fresh = build_network(model_config).state_dict()
+    missing = set(fresh) - set(weights)
+    if set(weights) - set(fresh) or any(not k.startswith(("feature_embed.", "feature_map_in.")) for k in missing):
+        raise PaletteError(f"{where}: weights do not match the network with an encoder added")
+    return {**fresh, **weights}
 
 
 def _preset_name(unet: cfg.UNetConfig) -> str:

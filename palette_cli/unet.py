@@ -1,7 +1,12 @@
-"""The network: a guided-diffusion UNet mapping (x, gamma) to predicted noise.
+"""The network: a guided-diffusion UNet mapping (x, gamma[, features]) to its prediction.
 
 x is the source image concatenated with the noisy target on channels, (B, 6, H, W) in [-1, 1];
 gamma is the noise level of each item (the cumulative alpha of Palette), shape (B,).
+features, when the config has `encoder_channels`, is a frozen encoder's map of the base image,
+(B, C, h, w); it enters as guided-diffusion adds class information: pooled and projected into the
+noise-level embedding (the scale-shift of every ResBlock), and projected by a 1x1 convolution onto
+the bottleneck before the middle block. Both projections start at zero, so a network gaining an
+encoder begins as the network it was.
 Module names follow the public Palette trainer so that its checkpoints load key for key.
 """
 
@@ -186,6 +191,7 @@ class UNet(nn.Module):
                 skip_chans.append(ch)
                 ds *= 2
 
+        mid = ch  # bottleneck channels, where the encoder's map is added
         # Attention in the middle block always, whatever attn_factors says.
         self.middle_block = Block(res(ch), attn(ch, cfg.num_heads), res(ch))
 
@@ -203,6 +209,11 @@ class UNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(Block(*layers))
 
+        if cfg.encoder_channels:
+            self.feature_embed = nn.Sequential(nn.Linear(cfg.encoder_channels, emb_dim), nn.SiLU(),
+                                               zero_module(nn.Linear(emb_dim, emb_dim)))
+            self.feature_map_in = zero_module(nn.Conv2d(cfg.encoder_channels, mid, 1))
+
         self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
@@ -211,14 +222,25 @@ class UNet(nn.Module):
         """Image sides must be multiples of this."""
         return 2 ** (len(self.config.channel_mults) - 1)
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, features: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if not self.config.encoder_channels:
+            features = None
         gamma = gamma.reshape(-1) * self.config.noise_embed_scale
         emb = self.cond_embed(gamma_embedding(gamma, self.config.base_channels).to(x.dtype))
+        if self.config.encoder_channels:
+            if features is None:  # the null condition (what training's encoder dropout shows)
+                features = x.new_zeros(x.shape[0], self.config.encoder_channels, 1, 1)
+            features = features.to(emb.dtype)
+            emb = emb + self.feature_embed(features.mean(dim=(2, 3)))
         skips = []
         h = x
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
+        if features is not None:
+            fmap = F.adaptive_avg_pool2d(features, h.shape[-2:]) if features.shape[-2:] != h.shape[-2:] else features
+            h = h + self.feature_map_in(fmap.to(h.dtype))
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)

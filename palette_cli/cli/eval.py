@@ -41,6 +41,10 @@ def eval_command(
     image_size: Annotated[int | None, typer.Option(min=1, help="Evaluation size \\[default: the model's].")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Samples per network call.")] = None,
     grid_rows: Annotated[int, typer.Option(min=0, help="Images shown in grid.png.")] = 4,
+    labels: Annotated[Path | None, typer.Option(help="TSV of file name and ImageNet class index, for classification "
+                                                "accuracy \\[default: from nXXXXXXXX_*.JPEG file names].")] = None,
+    features: Annotated[bool, typer.Option("--features/--no-features", help="Score CA, FD, KID and PD with the "
+                                           "frozen ImageNet classifier EfficientNet-Lite0.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of a table.")] = False,
 ) -> None:
@@ -53,7 +57,8 @@ def eval_command(
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
                             strength=strength, dtype=dtype,
                             quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
-                            batch_size=batch_size, limit=limit, grid_rows=grid_rows)
+                            batch_size=batch_size, limit=limit, grid_rows=grid_rows,
+                            labels=None if labels is None else str(labels), features=features)
     loaded = load_model(model, device=device)
     with Progress(console=err, transient=True, disable=as_json) as progress:
         bar = progress.add_task(f"eval {task}", total=None)
@@ -103,5 +108,25 @@ def _print_table(report: dict) -> None:
     if "mean" in div:
         out.print(f"diversity: mean pairwise MS-SSIM {div['mean']:.3f} over {div['pairs']} pairs "
                   f"(lower = more diverse)", markup=False)
-    out.print(f"skipped: {', '.join(report['skipped'])} (need pretrained feature networks; none shipped, "
-              f"nothing downloaded)", markup=False)
+    _print_features(report["features"])
+    out.print(f"not computed: {', '.join(report['skipped'])} (see report.json)", markup=False)
+
+
+def _print_features(scores: dict) -> None:
+    """CA, FD, KID and PD of model, baseline and ground truth."""
+    from rich.table import Table
+
+    if "skipped" in scores:
+        return
+    table = Table(title=f"in {scores['network']}'s feature space ({scores['labelled']} labelled, "
+                        f"{scores['unlabelled']} unlabelled)", caption=scores["note"])
+    for column in ("metric", "model", "baseline", "ground truth"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, label, fmt in (("ca", "CA (top-1 %) ↑", "{:.1f}"), ("fd", "FD ↓", "{:.2f}"), ("kid", "KID ↓", "{:.4f}"),
+                            ("pd", "PD ↓", "{:.2f}")):
+        cells = []
+        for name in ("model", "baseline", "ground_truth"):
+            value = scores[name][key]
+            cells.append("–" if value is None else fmt.format(value * 100 if key == "ca" else value))
+        table.add_row(label, *cells)
+    out.print(table)

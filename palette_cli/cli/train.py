@@ -30,7 +30,11 @@ StepsOpt = Annotated[int | None, typer.Option(help="Total optimizer steps of the
 EmaOpt = Annotated[float | None, typer.Option(help="EMA decay ceiling; warmed up as min(decay, (1+n)/(10+n)) "
                                               "\\[default: 0.9999].")]
 LossOpt = Annotated[str | None, typer.Option(help="l2 or l1 \\[default: l2].")]
-PrecisionOpt = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 \\[default: fp32].")]
+PrecisionOpt = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16; auto takes bf16 only where it "
+                                                 "runs natively (CUDA, AVX512-BF16 or AMX CPUs) \\[default: auto].")]
+EncoderOpt = Annotated[str | None, typer.Option(help="Condition the network on a frozen pretrained encoder of the "
+                                                "input: efficientnet-lite0 (ImageNet-trained, ships with palette) "
+                                                "\\[default: none; finetune keeps the model's].")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the data order, crops, masks and noise "
                                              "\\[default: 0].")]
 WorkersOpt = Annotated[int | None, typer.Option(help="Data loader processes \\[default: 0].")]
@@ -189,6 +193,7 @@ def train_command(
                                                   "source (faster to learn) \\[default: on with x0, off "
                                                   "with another --objective].")] = None,
     precision: PrecisionOpt = None,
+    encoder: EncoderOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     save_every: SaveEveryOpt = None,
@@ -206,7 +211,7 @@ def train_command(
 
     changes = _changes(tasks=task, preset=preset, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       objective=objective, residual=residual, precision=precision, seed=seed,
+                       objective=objective, residual=residual, precision=precision, encoder=encoder, seed=seed,
                        workers=workers, save_every=save_every, sample_every=sample_every,
                        sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
@@ -240,6 +245,7 @@ def finetune_command(
     ema_decay: EmaOpt = None,
     loss: LossOpt = None,
     precision: PrecisionOpt = None,
+    encoder: EncoderOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     save_every: SaveEveryOpt = None,
@@ -257,7 +263,7 @@ def finetune_command(
 
     changes = _changes(tasks=task, freeze=freeze, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       precision=precision, seed=seed, workers=workers, save_every=save_every,
+                       precision=precision, encoder=encoder, seed=seed, workers=workers, save_every=save_every,
                        sample_every=sample_every, sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
         _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
