@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -134,12 +135,14 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
                   train_gammas: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "l2",
                   objective: str = "eps", residual: bool = False,
                   generator: torch.Generator | None = None,
-                  features: torch.Tensor | None = None) -> torch.Tensor:
+                  features: torch.Tensor | None = None,
+                  perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Palette's training loss (Eq. 7): || f(cond, x_t, gamma) - target ||, on the mask if given.
 
     The target is eps for Palette's objective, x0 or v otherwise; with `residual` the diffused
     image is x0 - residual_base(cond, mask). `features` (a frozen encoder's map of the base image)
-    goes to the network as its third argument when given."""
+    goes to the network as its third argument when given. `perceptual(x0_hat, x0)`, when given, is
+    added to the loss: a distance between the predicted and the true clean image (ResShift-style)."""
     if features is not None:
         network = functools.partial(network, features=features)
     base = residual_base(cond, mask) if residual else None
@@ -148,6 +151,7 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
     if objective == "regression":
         pred = network(*regression_input(cond))
         target = x0
+        x0_hat = pred
     elif objective in OBJECTIVES:
         gamma = sample_train_gamma(train_gammas, x0.shape[0], generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
@@ -156,6 +160,7 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
             x_t = x_t * mask + x0 * (1 - mask)
         pred = network(torch.cat([cond, x_t], dim=1), gamma)
         target = prediction_target(objective, x0, noise, gamma)
+        x0_hat = split_prediction(pred.float(), x_t.float(), gamma, objective)[0] if perceptual else None
     else:
         raise PaletteError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     pred = pred.float()
@@ -165,4 +170,8 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
         err = F.l1_loss(pred, target.float(), reduction="none")
     else:
         raise PaletteError(f"unknown loss {loss!r}; use 'l2' or 'l1'")
-    return masked_mean(err, mask)
+    value = masked_mean(err, mask)
+    if perceptual is not None:
+        shift = 0 if base is None else base
+        value = value + perceptual(x0_hat.float() + shift, x0.float() + shift)
+    return value

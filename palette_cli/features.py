@@ -182,6 +182,16 @@ def encode(network: EfficientNetLite0, views: torch.Tensor, size: int) -> torch.
         return network.feature_map(x.contiguous(memory_format=torch.channels_last)).float()
 
 
+def perceptual_distance(network: EfficientNetLite0, x: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean squared difference of the final feature maps of x and y, differentiable in x.
+
+    The network stays frozen; the gradient flows to x only (a perceptual training loss)."""
+    with torch.no_grad():
+        target = network.feature_map(preprocess(y, size).contiguous(memory_format=torch.channels_last))
+    pred = network.feature_map(preprocess(x, size).contiguous(memory_format=torch.channels_last))
+    return (pred.float() - target.float()).square().mean()
+
+
 def check_encoder(name: str) -> None:
     """Refuse an encoder name palette does not know."""
     if name != NAME:

@@ -56,6 +56,7 @@ STATE_FORMAT = 1
 DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
 FREEZE = ("none", "encoder", "decoder")
+PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 final map; 224 cost 3x more)
 # Finetuning starts from trained weights: a smaller step and a short warmup.
 FINETUNE_LR = 2e-5
 FINETUNE_WARMUP = 500
@@ -158,6 +159,7 @@ class TrainConfig:
     residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
     encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
+    perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
     seed: int = 0
     workers: int = 0  # data loader processes; 0 loads in the training process
     save_every: int = 1000  # steps between checkpoints (one is always written at the end)
@@ -264,6 +266,8 @@ def validate(config: TrainConfig, world: int, downsample: int) -> None:
         raise PaletteError(f"--sample-steps must be at least 1, got {config.sample_steps}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise PaletteError(f"--lr must be a positive number, got {config.lr}")
+    if not (config.perceptual >= 0 and math.isfinite(config.perceptual)):
+        raise PaletteError(f"--perceptual must be a non-negative number, got {config.perceptual}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise PaletteError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.batch_size % (world * config.grad_accum):
@@ -335,9 +339,10 @@ class _Objective(nn.Module):
     """
 
     def __init__(self, network: nn.Module, tasks: Sequence[str], train_gammas: torch.Tensor,
-                 loss: str, objective: str, residual: bool):
+                 loss: str, objective: str, residual: bool, perceptual: Callable | None = None):
         super().__init__()
         self.network = network
+        self.perceptual = perceptual
         self.tasks = tuple(tasks)
         self.train_gammas = train_gammas  # a plain attribute: DDP must not broadcast it
         self.loss, self.objective, self.residual = loss, objective, residual
@@ -353,7 +358,8 @@ class _Objective(nn.Module):
             m = mask[sel] if is_masked(self.tasks[t]) else None  # loss on the hole only
             value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
                                   mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
-                                  generator=generator, features=None if features is None else features[sel])
+                                  generator=generator, features=None if features is None else features[sel],
+                                  perceptual=self.perceptual)
             n = int(sel.sum())
             total = total + value * (n / target.shape[0])
             per_task[0, t] += value.detach().float().cpu() * n
@@ -388,7 +394,9 @@ def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_na
     origin = f"Finetuned from `{init}`" if init else f"Trained from scratch (preset `{config.preset}`)"
     body = (f"{origin} with `palette` for {step} steps of {config.batch_size} images at "
             f"{model_config.image_size}x{model_config.image_size}, objective `{config.objective}`, "
-            f"loss `{config.loss}`, tasks {', '.join(config.tasks)}.\n\n"
+            f"loss `{config.loss}`{f' + {config.perceptual} x perceptual' if config.perceptual else ''}, "
+            f"precision `{config.precision}`, tasks {', '.join(config.tasks)}"
+            f"{f', conditioned on a frozen `{config.encoder}`' if config.encoder else ''}.\n\n"
             f"Training data: {', '.join(data_names)} ({images} images). Weights are the EMA weights.\n")
     return default_card(model_config, body)
 
@@ -538,7 +546,7 @@ class _Trainer:
 
         train_gammas = schedule_gammas(self.model_config.train_schedule)
         self.objective = _Objective(self.network, config.tasks, train_gammas, config.loss, config.objective,
-                                    config.residual)
+                                    config.residual, self._perceptual())
         self.module: nn.Module = self.objective
         if d.world > 1:
             self.module = nn.parallel.DistributedDataParallel(
@@ -653,6 +661,16 @@ class _Trainer:
                  if self.last_saved else f"no checkpoint was written to {self.run_dir} yet")
         raise PaletteError(f"step {step}: the training loss is not finite (NaN or inf); stopped, {where}. "
                            f"Lower --lr, lengthen --warmup or use --precision fp32")
+
+    def _perceptual(self) -> Callable | None:
+        """W x the frozen classifier's feature distance between predicted and true clean images."""
+        weight = self.config.perceptual
+        if not weight:
+            return None
+        from . import features
+
+        network = self.encoder or features.load(device=self.d.device).to(memory_format=torch.channels_last)
+        return lambda x_hat, x: weight * features.perceptual_distance(network, x_hat, x, PERCEPTUAL_SIZE)
 
     def _features(self, batch: dict[str, torch.Tensor], micro: int) -> torch.Tensor | None:
         """The frozen encoder's maps of a micro-batch's views; a share `dropout` of items gets the

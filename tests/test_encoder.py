@@ -170,3 +170,30 @@ def test_precision_auto_follows_the_processor():
 def test_saved_configs_round_trip_through_save_model(tmp_path):
     save_model(tmp_path / "m", ENCODED, build_network(ENCODED))
     assert load_model(tmp_path / "m", device="cpu").config == ENCODED
+
+
+def test_perceptual_loss_adds_a_feature_distance_that_trains_the_network():
+    from palette_cli.diffusion import gammas, training_loss
+
+    network = build_network(cfg.ModelConfig(unet=cfg.PRESETS["tiny"], image_size=32)).train()
+    _randomize(network)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    cond = tasks.to_gray(x0)
+    classifier = features.load()
+    calls = []
+
+    def perceptual(x_hat, x):
+        calls.append((x_hat.shape, x.shape))
+        return features.perceptual_distance(classifier, x_hat, x, 64)
+
+    kw = dict(train_gammas=gammas(cfg.TRAIN_SCHEDULE), objective="x0", residual=True)
+    plain = training_loss(network, x0, cond, generator=torch.Generator().manual_seed(1), **kw)
+    total = training_loss(network, x0, cond, generator=torch.Generator().manual_seed(1), perceptual=perceptual, **kw)
+    assert calls == [((2, 3, 32, 32), (2, 3, 32, 32))]
+    assert float(total) > float(plain) + 1e-4
+    total.backward()
+    assert network.out[2].weight.grad.abs().max() > 0
+    assert all(p.grad is None for p in classifier.parameters())  # the classifier stays frozen
+    # Identical images are at distance zero.
+    assert float(features.perceptual_distance(classifier, x0, x0, 64)) == 0.0

@@ -32,6 +32,9 @@ EmaOpt = Annotated[float | None, typer.Option(help="EMA decay ceiling; warmed up
 LossOpt = Annotated[str | None, typer.Option(help="l2 or l1 \\[default: l2].")]
 PrecisionOpt = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16; auto takes bf16 only where it "
                                                  "runs natively (CUDA, AVX512-BF16 or AMX CPUs) \\[default: auto].")]
+PerceptualOpt = Annotated[float | None, typer.Option(help="Add W x the distance between the predicted and the "
+                                                     "true clean image in a frozen ImageNet classifier's "
+                                                     "feature space (sharper fills) \\[default: 0, off].")]
 EncoderOpt = Annotated[str | None, typer.Option(help="Condition the network on a frozen pretrained encoder of the "
                                                 "input: efficientnet-lite0 (ImageNet-trained, ships with palette) "
                                                 "\\[default: none; finetune keeps the model's].")]
@@ -194,6 +197,7 @@ def train_command(
                                                   "with another --objective].")] = None,
     precision: PrecisionOpt = None,
     encoder: EncoderOpt = None,
+    perceptual: PerceptualOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     save_every: SaveEveryOpt = None,
@@ -211,7 +215,8 @@ def train_command(
 
     changes = _changes(tasks=task, preset=preset, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       objective=objective, residual=residual, precision=precision, encoder=encoder, seed=seed,
+                       objective=objective, residual=residual, precision=precision, encoder=encoder,
+                       perceptual=perceptual, seed=seed,
                        workers=workers, save_every=save_every, sample_every=sample_every,
                        sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
@@ -246,6 +251,7 @@ def finetune_command(
     loss: LossOpt = None,
     precision: PrecisionOpt = None,
     encoder: EncoderOpt = None,
+    perceptual: PerceptualOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     save_every: SaveEveryOpt = None,
@@ -263,7 +269,8 @@ def finetune_command(
 
     changes = _changes(tasks=task, freeze=freeze, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       precision=precision, encoder=encoder, seed=seed, workers=workers, save_every=save_every,
+                       precision=precision, encoder=encoder, perceptual=perceptual, seed=seed, workers=workers,
+                       save_every=save_every,
                        sample_every=sample_every, sample_steps=sample_steps, log_every=log_every, crop=crop)
     if resume:
         _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
