@@ -61,6 +61,7 @@ class EncoderConfig:
     sha256: str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
     size: int = 256  # input side; the feature map is size / 32 on a side
     dropout: float = 0.1  # training: share of items whose features are zeroed (the null condition)
+    guidance: float = 0.0  # sampling: classifier-free guidance weight over the features (guidance.py)
 
 
 # Palette, Appendix A: train on 2000 steps linear 1e-6..0.01, sample on 1000 steps 1e-4..0.09.

@@ -78,6 +78,7 @@ class EvalSettings:
     grid_rows: int = 4  # images shown in grid.png
     labels: str | None = None  # TSV of file name -> ImageNet class index; None: from nXXXXXXXX_ names
     features: bool = True  # score CA/FD/KID/PD with the frozen classifier
+    guidance: float | None = None  # classifier-free guidance over the encoder's features; None: the model's
 
 
 @dataclass
@@ -242,7 +243,8 @@ def _restore(model: PaletteModel, target: torch.Tensor, cond: torch.Tensor, mask
     from . import images, pipeline
 
     options = dict(num_samples=settings.num_samples, sampler=None if sampler == "regression" else sampler,
-                   steps=steps, seed=settings.seed, batch_size=settings.batch_size, strength=settings.strength)
+                   steps=steps, seed=settings.seed, batch_size=settings.batch_size, strength=settings.strength,
+                   guidance=settings.guidance)
     size = target.shape[-1]
     with pipeline.autocast(model, settings.dtype):
         if size == model.config.image_size:
@@ -283,6 +285,8 @@ def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size
     used = {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
             "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampler, "steps": steps,
             "strength": model.config.strength if settings.strength is None else settings.strength,
+            "guidance": (settings.guidance if settings.guidance is not None else
+                         model.config.encoder.guidance if model.config.encoder else None),
             "dtype": settings.dtype, "seed": settings.seed, "batch_size": settings.batch_size, "grid_rows": settings.grid_rows}
     if settings.task == "jpeg":
         used["quality"] = settings.quality

@@ -13,7 +13,6 @@ Three levels, each usable alone:
 
 from __future__ import annotations
 
-import functools
 import glob
 import math
 import os
@@ -31,6 +30,7 @@ from PIL import Image
 from . import diffusion, images, samplers, tasks
 from .checkpoint import PaletteModel
 from .errors import PaletteError
+from .guidance import Guided
 
 Callback = Callable[[int, int], None]
 K = TypeVar("K")
@@ -105,13 +105,15 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
                     num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
                     seed: int = 0, batch_size: int | None = None,
                     callback: Callable[[int, int], None] | None = None,
-                    strength: float | None = None, views: torch.Tensor | None = None) -> torch.Tensor:
+                    strength: float | None = None, views: torch.Tensor | None = None,
+                    guidance: float | None = None) -> torch.Tensor:
     """cond (B,3,H,W) in [-1,1] at the model's resolution, mask (B,1,H,W) (1 = generate) or None.
     Returns (B, num_samples, 3, H, W) in [-1,1]. Sample k of every input uses
     samplers.sample_generator(seed, k), so a photo's sample k does not depend on what else is
     in the run or on the batch size. All B*num_samples samples are batched together up to
     batch_size per network batch. callback(done, total) counts sampling steps over all batches.
-    `views` (B, 3, V, V) are what the model's frozen encoder sees (required when it names one)."""
+    `views` (B, 3, V, V) are what the model's frozen encoder sees (required when it names one);
+    `guidance` weighs classifier-free guidance over them (None: the model's; 0: off)."""
     if cond.dim() != 4 or cond.shape[1] != 3:
         raise PaletteError(f"cond must be shaped (B, 3, H, W), got {tuple(cond.shape)}")
     b, _, h, w = cond.shape
@@ -152,7 +154,8 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
             step_callback = lambda done, _, j=j: callback(j * per_batch + done, total)  # noqa: E731
         network = model.network
         if flat_maps is not None:
-            network = functools.partial(network, features=flat_maps[start:end].to(model.device))
+            weight = config.encoder.guidance if guidance is None else guidance
+            network = Guided(network, flat_maps[start:end].to(model.device), weight, config.objective)
         x = samplers.sample(
             network, flat_cond[start:end].to(model.device), gammas, sampler=sampler, steps=steps,
             generators=[samplers.sample_generator(seed, k) for k in sample_index[start:end]],

@@ -31,7 +31,8 @@ def _randomize(network: torch.nn.Module, seed: int = 0) -> None:
 
 def test_config_names_the_encoder_and_old_configs_are_unchanged():
     data = cfg.to_dict(ENCODED)
-    assert data["encoder"] == {"name": "efficientnet-lite0", "sha256": features.SHA256, "size": 256, "dropout": 0.1}
+    assert data["encoder"] == {"name": "efficientnet-lite0", "sha256": features.SHA256, "size": 256, "dropout": 0.1,
+                               "guidance": 0.0}
     assert data["unet"]["encoder_channels"] == features.FEATURES
     assert cfg.from_dict(json.loads(json.dumps(data))) == ENCODED
     plain = cfg.to_dict(cfg.ModelConfig())

@@ -33,6 +33,9 @@ def eval_command(
     sampler: Annotated[str | None, typer.Option(help="ddim, dpmpp or ddpm \\[default: the model's].")] = None,
     strength: Annotated[float | None, typer.Option(max=1.0, help="Sampler start level: 1 = pure noise, lower = "
                                                    "from the noised input \\[default: the model's].")] = None,
+    guidance: Annotated[float | None, typer.Option(min=0.0, help="Classifier-free guidance weight over the "
+                                                   "encoder's view of the input (normalized, PITI); 0 = off "
+                                                   "\\[default: the model's].")] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
@@ -55,7 +58,7 @@ def eval_command(
     from ..evaluate import EvalSettings, evaluate, save_report
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
-                            strength=strength, dtype=dtype,
+                            strength=strength, dtype=dtype, guidance=guidance,
                             quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
                             batch_size=batch_size, limit=limit, grid_rows=grid_rows,
                             labels=None if labels is None else str(labels), features=features)
