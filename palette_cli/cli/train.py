@@ -34,7 +34,7 @@ PrecisionOpt = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16
                                                  "runs natively (CUDA, AVX512-BF16 or AMX CPUs) \\[default: auto].")]
 PerceptualOpt = Annotated[float | None, typer.Option(help="Add W x the distance between the predicted and the "
                                                      "true clean image in a frozen ImageNet classifier's "
-                                                     "feature space (sharper fills) \\[default: 0, off].")]
+                                                     "feature space \\[default: 0, off].")]
 EncoderOpt = Annotated[str | None, typer.Option(help="Condition the network on a frozen pretrained encoder of the "
                                                 "input: efficientnet-lite0 (ImageNet-trained, ships with palette) "
                                                 "\\[default: none; finetune keeps the model's].")]
