@@ -44,7 +44,7 @@ def test_eval_reports_ca_fd_kid_pd_for_model_baseline_and_ground_truth(labelled,
     for name in ("model", "baseline"):
         assert set(scores[name]) == {"ca", "fd", "kid", "pd"}
         assert 0 <= scores[name]["ca"] <= 1 and scores[name]["fd"] > 0 and scores[name]["pd"] > 0
-    assert "CA (top-1 %)" in result.stdout and "FD" in result.stdout and "not comparable" in result.stdout
+    assert "CA (top-1 %)" in result.stdout and "FD" in result.stdout and "Not comparable" in result.stdout
 
 
 def test_feature_scores_follow_the_images(labelled):
