@@ -174,13 +174,31 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
+# Precision names, as the command line spells them ("auto" loads float32: autocast gives the speed).
+DTYPES = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A torch dtype from a precision name (auto, fp32, fp16, bf16), a torch dtype or None (float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise PaletteError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)} or a torch.dtype")
+
+
 def load_model(spec: str | os.PathLike, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None) -> PaletteModel:
-    """Load a model from a built-in name, a local directory or a Hub id (`org/name[@rev]`)."""
+               dtype: str | torch.dtype | None = None) -> PaletteModel:
+    """Load a model from a built-in name, a local directory or a Hub id (`org/name[@rev]`).
+
+    `dtype` takes the command line's names (auto, fp32, fp16, bf16) or a torch dtype."""
+    dtype = as_dtype(dtype)
     directory = resolve(spec)
     config = read_config(directory)
     network = build_network(config, read_weights(directory), where=str(directory / WEIGHTS_NAME))
-    network = network.to(device=pick_device(device), dtype=dtype or torch.float32)
+    network = network.to(device=pick_device(device), dtype=dtype)
     if network.out[2].weight.device.type == "cpu":
         # oneDNN's CPU convolutions are faster on NHWC weights (1.2-1.4x here, more under bf16).
         network = network.to(memory_format=torch.channels_last)

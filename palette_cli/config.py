@@ -7,6 +7,9 @@ turn a `ModelConfig` into the `config.json` of a model directory and back.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +40,14 @@ class UNetConfig:
     noise_embed_scale: float = 1.0  # gamma is multiplied by this before the sinusoidal embedding
 
 
+SCHEDULE_KINDS = ("linear", "cosine")
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """A beta schedule; gamma_t = prod_{s<=t} (1 - beta_s) is Palette's noise level."""
 
-    kind: str = "linear"  # "linear" or "cosine"
+    kind: str = "linear"  # one of SCHEDULE_KINDS
     num_steps: int = 2000
     beta_start: float = 1e-6  # linear only
     beta_end: float = 1e-2  # linear only
@@ -96,33 +102,203 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
+# --- validation -------------------------------------------------------------------------------
+#
+# One rule per field: a function (value, where) -> the value to store, raising PaletteError that
+# names the field. Nested configs are rules too (`_nested`), so adding an optional block to
+# config.json is one dataclass, one table entry and, if needed, one cross-field check.
+
+Rule = Callable[[Any, str], Any]
+
+
+def _fail(where: str, problem: str, value: Any) -> PaletteError:
+    return PaletteError(f"{where}: {problem}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _int(low: int, *, allow: tuple[int, ...] = ()) -> Rule:
+    """An integer >= low (or one of the sentinel values in `allow`)."""
+    def rule(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, "must be an integer", value)
+        if value < low and value not in allow:
+            sentinel = f" (or {', '.join(map(str, allow))})" if allow else ""
+            raise _fail(where, f"must be at least {low}{sentinel}", value)
+        return value
+    return rule
+
+
+def _float(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A finite number in [low, high], either end open on request."""
+    def rule(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _fail(where, "must be a number", value)
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise _fail(where, f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}",
+                        value)
+        return float(value) if isinstance(value, int) else value
+    return rule
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, "must be true or false", value)
+    return value
+
+
+def _choice(names: Callable[[], Sequence[str]]) -> Rule:
+    """One of the names `names()` returns (asked late: some live in modules that import torch)."""
+    def rule(value: Any, where: str) -> str:
+        known = tuple(names())
+        if not isinstance(value, str) or value not in known:
+            raise _fail(where, f"must be one of {', '.join(known)}", value)
+        return value
+    return rule
+
+
+def _tuple(item: Rule, *, nonempty: bool) -> Rule:
+    """A JSON list of items, stored as a tuple."""
+    def rule(value: Any, where: str) -> tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, "must be a list", value)
+        if nonempty and not value:
+            raise _fail(where, "must not be empty", value)
+        return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return rule
+
+
+def _nested(cls: type) -> Rule:
+    """A JSON object holding the config dataclass `cls`."""
+    def rule(value: Any, where: str) -> Any:
+        if isinstance(value, cls):
+            value = dataclasses.asdict(value)
+        return _build(cls, value, where)
+    return rule
+
+
+def _task_names() -> Sequence[str]:
+    from .tasks import TASKS
+
+    return TASKS
+
+
+def _objectives() -> Sequence[str]:
+    from .diffusion import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _samplers() -> Sequence[str]:
+    from .samplers import SAMPLERS
+
+    return tuple(SAMPLERS)
+
+
+_FIELDS: dict[type, dict[str, Rule]] = {
+    UNetConfig: {
+        "in_channels": _int(1), "out_channels": _int(1), "base_channels": _int(1),
+        "channel_mults": _tuple(_int(1), nonempty=True), "num_res_blocks": _int(1),
+        "attn_factors": _tuple(_int(1), nonempty=False), "num_heads": _int(1),
+        "num_head_channels": _int(1, allow=(-1,)), "num_heads_upsample": _int(1, allow=(-1,)),
+        "dropout": _float(0.0, 1.0, high_open=True), "use_scale_shift_norm": _bool,
+        "resblock_updown": _bool, "conv_resample": _bool, "legacy_attention_order": _bool,
+        "noise_embed_scale": _float(0.0, math.inf, low_open=True),
+    },
+    ScheduleConfig: {
+        "kind": _choice(lambda: SCHEDULE_KINDS), "num_steps": _int(2),
+        "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),
+        "beta_end": _float(0.0, 1.0, low_open=True, high_open=True),
+        "cosine_s": _float(0.0, 1.0, high_open=True),
+    },
+    ModelConfig: {
+        "unet": _nested(UNetConfig), "train_schedule": _nested(ScheduleConfig),
+        "sample_schedule": _nested(ScheduleConfig), "tasks": _tuple(_choice(_task_names), nonempty=True),
+        "image_size": _int(1), "objective": _choice(_objectives), "residual": _bool,
+        "sampler": _choice(_samplers), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
+        "format_version": _int(FORMAT_VERSION),
+    },
+}
+
+
+def _check_unet(u: UNetConfig, where: str) -> None:
+    """Channel counts the network can be built with: GroupNorm(32) and whole attention heads."""
+    ds, attention = 1, []
+    for level, mult in enumerate(u.channel_mults):
+        ch = u.base_channels * mult
+        if ch % 32:
+            raise PaletteError(f"{where}: base_channels x channel_mults[{level}] = {ch} must be a multiple of "
+                               f"32 (GroupNorm uses 32 groups)")
+        if ds in u.attn_factors or level == len(u.channel_mults) - 1:
+            attention.append(ch)
+        ds *= 2
+    for ch in attention:
+        if u.num_head_channels != -1 and ch % u.num_head_channels:
+            raise PaletteError(f"{where}: {ch} channels are not divisible by num_head_channels "
+                               f"{u.num_head_channels}")
+        for name in ("num_heads", "num_heads_upsample"):
+            heads = getattr(u, name)
+            if u.num_head_channels == -1 and heads != -1 and ch % heads:
+                raise PaletteError(f"{where}: {ch} channels are not divisible by {name} {heads}")
+
+
+def _check_schedule(s: ScheduleConfig, where: str) -> None:
+    if s.kind == "linear" and s.beta_start > s.beta_end:
+        raise PaletteError(f"{where}: beta_start {s.beta_start} is larger than beta_end {s.beta_end}")
+
+
+def _check_model(c: ModelConfig, where: str) -> None:
+    factor = 2 ** (len(c.unet.channel_mults) - 1)
+    if c.image_size % factor:
+        raise PaletteError(f"image_size: {c.image_size} must be a multiple of {factor} (the network "
+                           f"halves the image {len(c.unet.channel_mults) - 1} times)")
+    if c.steps > c.sample_schedule.num_steps:
+        raise PaletteError(f"steps: {c.steps} is more than the {c.sample_schedule.num_steps} steps "
+                           f"of sample_schedule")
+
+
+# Checks that involve several fields of one config, run after its fields are valid.
+_CHECKS: dict[type, Callable[[Any, str], None]] = {
+    UNetConfig: _check_unet, ScheduleConfig: _check_schedule, ModelConfig: _check_model,
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """`cls` from a JSON object, every field checked by its rule; missing fields keep their defaults."""
+    if not isinstance(data, dict):
+        raise _fail(where, "must be a JSON object", data)
+    rules = _FIELDS[cls]
+    unknown = sorted(set(data) - set(rules))
     if unknown:
-        raise PaletteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    kwargs = {}
-    for name, value in data.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+        raise PaletteError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    prefix = "" if where == "config" else f"{where}."
+    kwargs = {name: rules[name](value, prefix + name) for name, value in data.items()}
+    obj = cls(**kwargs)
+    _CHECKS[cls](obj, where)
+    return obj
+
+
+def validate(config: ModelConfig) -> ModelConfig:
+    """Check every field of a config built in code, as `from_dict` does for config.json."""
+    return from_dict(to_dict(config))
 
 
 def from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a `ModelConfig` from `config.json` content, refusing unknown versions and fields."""
-    version = data.get("format_version")
+    """Rebuild a `ModelConfig` from `config.json` content, checking every field.
+
+    Unknown versions and fields, wrong types, out-of-range values, unknown names and channel
+    counts the network cannot be built with raise `PaletteError` naming the field.
+    """
+    version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise PaletteError(
             f"config format version {version!r} is not supported (this palette reads version "
             f"{FORMAT_VERSION}); upgrade palette or re-export the model"
         )
-    data = dict(data)
-    try:
-        unet = _build(UNetConfig, data.pop("unet", {}), "unet")
-        train = _build(ScheduleConfig, data.pop("train_schedule", {}), "train_schedule")
-        sample = _build(ScheduleConfig, data.pop("sample_schedule", {}), "sample_schedule")
-        return _build(ModelConfig, {**data, "unet": unet, "train_schedule": train,
-                                    "sample_schedule": sample}, "config")
-    except TypeError as err:
-        raise PaletteError(f"config: {err}") from None
+    return _build(ModelConfig, data, "config")

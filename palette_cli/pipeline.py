@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import diffusion, images, samplers, tasks
-from .checkpoint import PaletteModel
+from .checkpoint import DTYPES, PaletteModel
 from .errors import PaletteError
 
 Callback = Callable[[int, int], None]
@@ -41,7 +41,6 @@ _FILL_STREAM = (1 << 40) + 1  # noise in the hole of inpaint/uncrop conditioning
 # jpeg tiles overlap by this fraction of their side; seams are blended over the overlap.
 TILE_OVERLAP = 0.25
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # --- batched sampling at the model's resolution ---------------------------------------------
@@ -364,7 +363,7 @@ def autocast(model: PaletteModel, dtype: str = "auto"):
         else:
             dtype = "fp16" if device == "mps" else "fp32"
     if dtype not in DTYPES:
-        raise PaletteError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+        raise PaletteError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     if dtype == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device, dtype=DTYPES[dtype])
