@@ -184,9 +184,9 @@ def _nested(cls: type) -> Rule:
 
 
 def _task_names() -> Sequence[str]:
-    from .tasks import TASKS
+    from .tasks import names
 
-    return TASKS
+    return names()
 
 
 def _objectives() -> Sequence[str]:

@@ -1,7 +1,7 @@
 """Evaluate a model on ground-truth photos: degrade, restore, score against the original and a baseline.
 
 Each ground truth is resized (short side) and centre-cropped to the model's resolution, degraded
-with the task's own preprocessing (`tasks.degrade`) from a generator keyed on (seed, image index),
+with the task's own degradation (`tasks/<task>.py`) from a generator keyed on (seed, image index),
 so two models evaluated with the same seed see identical inputs. The model restores it through
 `pipeline.restore_tensors`; a diffusion-free baseline is computed from the same input; both are
 rounded to 8 bits, as a saved PNG would be, and scored against the ground truth.
@@ -18,29 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from . import metrics
+from . import images, metrics, seeds, tasks
 from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
-from .images import to_tensor
-from .tasks import MASKED_TASKS, TASKS, UNCROP_SIDES, center_mask, degrade, free_form_mask, \
-    random_box_mask, train_inpaint_mask, train_uncrop_mask, uncrop_mask
+from .files import folder_images
+from .tasks.jpeg import DEFAULT_QUALITY
 
 REPORT_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-MASK_MODES = ("center", "free-form", "box", "train")  # inpaint masks
-UNCROP_MODES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
-DEFAULT_QUALITY = 10  # Palette reports JPEG restoration at quality 5, 10 and 20
 GRID_GAP = 2  # white pixels between the cells of grid.png
 
-BASELINES = {
-    "colorize": "the gray input",
-    "jpeg": "the JPEG input",
-    "inpaint": "mean-colour fill (mean of the known pixels)",
-    "uncrop": "mean-colour fill (mean of the known pixels)",
-}
 # Metrics that need a pretrained feature network: palette ships no such weights and never downloads.
 SKIPPED = {
     "fid": "needs Inception-v3 weights (pytorch-fid / torchmetrics); palette ships none and never downloads",
@@ -48,7 +37,6 @@ SKIPPED = {
     "chimle_variance": "faithfulness-weighted variance (CHIMLE) needs a pretrained feature network; "
                        "palette ships none and never downloads",
 }
-_DEGRADE_STREAM = 0x6576616C  # keeps degradation noise apart from the sampler's noise streams
 
 Progress = Callable[[int, int], None]  # (images done, images total)
 
@@ -65,8 +53,8 @@ class EvalSettings:
     dtype: str = "auto"  # network precision (autocast), as `pipeline.autocast`
     seed: int = 0  # keys the degradation of every image and the samples' starting noise
     quality: int = DEFAULT_QUALITY  # jpeg only
-    mask_mode: str = "center"  # inpaint only: one of MASK_MODES
-    side: str = "right"  # uncrop only: one of UNCROP_MODES
+    mask_mode: str = "center"  # inpaint only: one of tasks.inpaint.EVAL_MASK_MODES
+    side: str = "right"  # uncrop only: one of tasks.uncrop.EVAL_SIDES
     image_size: int | None = None  # evaluation resolution; None: the model's training size
     batch_size: int | None = None  # samples per network call; None: all samples of an image at once
     limit: int | None = None  # first N images of the folder
@@ -81,16 +69,20 @@ class EvalResult:
     grid: Image.Image | None
 
 
+def task_options(settings: EvalSettings) -> dict:
+    """The settings that the task reads (its EVAL_OPTIONS), by name."""
+    return {name: getattr(settings, name) for name in tasks.get(settings.task).EVAL_OPTIONS}
+
+
 def find_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
     """Image files of a folder (recursively, sorted) or a single file; the first `limit` of them."""
     data = Path(data)
     if data.is_file():
         files = [data]
     elif data.is_dir():
-        files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(data).parts))
+        files = folder_images(data, recursive=True)
         if not files:
-            raise PaletteError(f"{data}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+            raise PaletteError(f"{data}: no images found")
     else:
         raise PaletteError(f"{data}: no such file or folder")
     if limit is not None:
@@ -101,58 +93,26 @@ def find_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]
 
 
 def load_ground_truth(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """Read an image, apply its EXIF orientation, resize the short side to `size`, centre-crop: (3, size, size)."""
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise PaletteError(f"{path}: cannot read image ({err})") from None
+    """Decode as inference does, resize the short side to `size`, centre-crop: (3, size, size)."""
+    image = images.load_photo(path).rgb
     w, h = image.size
     scale = size / min(w, h)
     rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
     image = image.resize((rw, rh), Image.Resampling.BICUBIC)
     left, top = (rw - size) // 2, (rh - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return to_tensor(image)
+    return images.to_tensor(image)
 
 
 def degrade_generator(seed: int, index: int) -> torch.Generator:
     """The generator that degrades image `index` of a run seeded with `seed` (masks, noise fill)."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, index, _DEGRADE_STREAM]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]) & 0x7FFFFFFFFFFFFFFF)
-
-
-def eval_mask(settings: EvalSettings, size: int, generator: torch.Generator) -> torch.Tensor | None:
-    """The (1, size, size) mask of a masked task under the settings' mask mode or side; None otherwise."""
-    if settings.task == "inpaint":
-        makers = {"center": lambda: center_mask(size, size),
-                  "free-form": lambda: free_form_mask(size, size, generator),
-                  "box": lambda: random_box_mask(size, size, generator),
-                  "train": lambda: train_inpaint_mask(size, size, generator)}
-        return makers[settings.mask_mode]()
-    if settings.task == "uncrop":
-        if settings.side == "random":
-            return train_uncrop_mask(size, size, generator)
-        return uncrop_mask(size, size, settings.side)
-    return None
-
-
-def baseline(task: str, cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The diffusion-free answer from the same input: the input itself, or a mean-colour fill of the hole."""
-    if task not in MASKED_TASKS:
-        return cond
-    known = 1 - mask
-    # Mean colour of the known pixels (mid-gray when nothing is known).
-    mean = (cond * known).sum(dim=(-2, -1), keepdim=True) / known.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
-    return cond * known + mean * mask
+    return seeds.generator(seed, index, seeds.STREAMS["degrade"])
 
 
 def score(task: str, image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float]:
-    """PSNR and SSIM against the ground truth (on the restored region for masked tasks); colourfulness for colorize."""
+    """PSNR and SSIM against the ground truth (on the restored region for masked tasks), plus the task's own."""
     out = {"psnr": float(metrics.psnr(image, target, mask)), "ssim": float(metrics.ssim(image, target, mask))}
-    if task == "colorize":
-        out["colorfulness"] = float(metrics.colorfulness(image))
-    return out
+    return {**out, **tasks.get(task).extra_scores(image)}
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -162,19 +122,13 @@ def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def _check(model: PaletteModel, settings: EvalSettings) -> int:
     """Refuse settings that cannot work before any image is read; return the evaluation size."""
-    if settings.task not in TASKS:
-        raise PaletteError(f"unknown task {settings.task!r}; choose one of {', '.join(TASKS)}")
+    module = tasks.get(settings.task)
     if settings.task not in model.config.tasks:
         raise PaletteError(f"{model.source}: model was trained for {', '.join(model.config.tasks)}, "
                            f"not {settings.task}")
     if settings.num_samples < 1:
         raise PaletteError(f"--num-samples must be at least 1, got {settings.num_samples}")
-    if settings.task == "jpeg" and not 1 <= settings.quality <= 100:
-        raise PaletteError(f"JPEG quality must be an integer in 1..100, got {settings.quality}")
-    if settings.task == "inpaint" and settings.mask_mode not in MASK_MODES:
-        raise PaletteError(f"unknown mask mode {settings.mask_mode!r}; choose one of {', '.join(MASK_MODES)}")
-    if settings.task == "uncrop" and settings.side not in UNCROP_MODES:
-        raise PaletteError(f"unknown uncrop side {settings.side!r}; choose one of {', '.join(UNCROP_MODES)}")
+    module.check(**task_options(settings))
     size = settings.image_size or model.config.image_size
     factor = model.network.downsample_factor
     if size % factor or size < metrics.SSIM_WINDOW:
@@ -188,40 +142,24 @@ def _visible_input(cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return cond if mask is None else cond * (1 - mask)
 
 
-def make_grid(rows: list[list[torch.Tensor]], gap: int = GRID_GAP) -> Image.Image:
-    """Tile rows of equally sized (3, S, S) images in [-1, 1] on a white background."""
-    s = rows[0][0].shape[-1]
-    cols = max(len(r) for r in rows)
-    canvas = torch.ones(3, len(rows) * (s + gap) + gap, cols * (s + gap) + gap)
-    for i, row in enumerate(rows):
-        for j, cell in enumerate(row):
-            y, x = gap + i * (s + gap), gap + j * (s + gap)
-            canvas[:, y : y + s, x : x + s] = cell.float().cpu()
-    arr = ((canvas.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr, mode="RGB")
-
-
 def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, settings: EvalSettings,
-                    sampler: str, steps: int) -> tuple[dict, list[torch.Tensor], list[float]]:
+                    sampling) -> tuple[dict, list[torch.Tensor], list[float]]:
     """Degrade, restore and score one ground truth: its report row, grid cells and sample-pair MS-SSIMs."""
     from .pipeline import autocast, restore_tensors
 
-    task = settings.task
-    generator = degrade_generator(settings.seed, index)
-    mask = eval_mask(settings, target.shape[-1], generator)
-    cond, mask = degrade(task, target, generator, mask=mask, quality=settings.quality)
+    task, module = settings.task, tasks.get(settings.task)
+    cond, mask = module.degrade(target, degrade_generator(settings.seed, index), **task_options(settings))
     with autocast(model, settings.dtype):
         samples = restore_tensors(model, cond[None], None if mask is None else mask[None],
-                                  num_samples=settings.num_samples,
-                                  sampler=None if sampler == "regression" else sampler, steps=steps,
-                                  seed=settings.seed, batch_size=settings.batch_size,
-                                  strength=settings.strength)[0]
+                                  num_samples=settings.num_samples, sampling=sampling, seed=settings.seed,
+                                  batch_size=settings.batch_size)[0]
     samples = metrics.quantize(samples.float().cpu())
     per_sample = [score(task, s, target, mask) for s in samples]
     row: dict = {"model": _mean_dict(per_sample), "samples": per_sample,
-                 "baseline": score(task, metrics.quantize(baseline(task, cond, mask)), target, mask)}
-    if task == "colorize":
-        row["ground_truth"] = {"colorfulness": float(metrics.colorfulness(target))}
+                 "baseline": score(task, metrics.quantize(module.baseline(cond, mask)), target, mask)}
+    truth = module.extra_scores(target)
+    if truth:
+        row["ground_truth"] = truth
     if mask is not None:
         row["mask_fraction"] = float(mask.mean())
     pairs = metrics.pairwise_ms_ssim(samples).tolist()
@@ -230,34 +168,61 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
     return row, [_visible_input(cond, mask), *samples, target], pairs
 
 
-def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampler: str,
-                   steps: int) -> dict:
+def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampling) -> dict:
     """The settings as resolved for this run, with only the options that apply to the task."""
-    used = {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
-            "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampler, "steps": steps,
-            "strength": model.config.strength if settings.strength is None else settings.strength,
-            "dtype": settings.dtype, "seed": settings.seed, "batch_size": settings.batch_size, "grid_rows": settings.grid_rows}
-    if settings.task == "jpeg":
-        used["quality"] = settings.quality
-    if settings.task == "inpaint":
-        used["mask_mode"] = settings.mask_mode
-    if settings.task == "uncrop":
-        used["side"] = settings.side
-    return used
+    return {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
+            "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampling.sampler,
+            "steps": sampling.steps, "strength": sampling.strength, "dtype": settings.dtype, "seed": settings.seed,
+            "batch_size": settings.batch_size, "grid_rows": settings.grid_rows, **task_options(settings)}
+
+
+def _diversity(pair_values: list[float], size: int) -> dict:
+    """Mean pairwise MS-SSIM between the samples of each input, or why it was not measured."""
+    if not pair_values:
+        return {"skipped": "needs --num-samples 2 or more"}
+    return {"metric": "mean pairwise MS-SSIM between the samples of one input (lower = more diverse)",
+            "mean": float(np.mean(pair_values)), "pairs": len(pair_values),
+            "ms_ssim_scales": metrics.ms_ssim_scales(size, size), "histogram": metrics.histogram(pair_values)}
+
+
+def _report(model: PaletteModel, settings: EvalSettings, used: dict, rows: list[dict], errors: list[dict],
+            pair_values: list[float], seconds: float) -> dict:
+    """The JSON report of a finished run."""
+    module = tasks.get(settings.task)
+    mean = {"model": _mean_dict([r["model"] for r in rows]), "baseline": _mean_dict([r["baseline"] for r in rows])}
+    if "ground_truth" in rows[0]:
+        mean["ground_truth"] = _mean_dict([r["ground_truth"] for r in rows])
+    return {
+        "version": REPORT_VERSION,
+        "settings": used,
+        "model": {"source": model.source, "tasks": list(model.config.tasks), "objective": model.config.objective,
+                  "image_size": model.config.image_size,
+                  "parameters": sum(p.numel() for p in model.network.parameters()),
+                  "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")},
+        "baseline": module.BASELINE,
+        "scored_region": "restored region (mask)" if module.MASKED else "whole image",
+        "psnr_cap_db": metrics.PSNR_CAP_DB,
+        "num_images": len(rows),
+        "mean": mean,
+        "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in rows) for m in ("psnr", "ssim")},
+        "diversity": _diversity(pair_values, used["image_size"]),
+        "skipped": SKIPPED,
+        "timing": {"seconds_per_image": seconds / len(rows)},  # restore and score, not file reading
+        "images": rows,
+        "errors": errors,
+    }
 
 
 def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSettings, *,
              callback: Progress | None = None) -> EvalResult:
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
+    from .pipeline import resolve_sampling
+
     size = _check(model, settings)
+    sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength)
     data = Path(data)
     files = find_images(data, settings.limit)
-    task = settings.task
-    regression = model.config.objective == "regression"
-    sampler = "regression" if regression else settings.sampler or model.config.sampler
-    steps = 1 if regression else settings.steps or model.config.steps
-
-    images, errors, grid, pair_values = [], [], [], []
+    rows, errors, grid, pair_values = [], [], [], []
     seconds = 0.0
     for index, path in enumerate(files):
         name = path.name if path == data else path.relative_to(data).as_posix()
@@ -267,49 +232,20 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
             errors.append({"file": name, "error": str(err)})
         else:
             start = time.perf_counter()
-            row, cells, pairs = _evaluate_image(model, target, index, settings, sampler, steps)
+            row, cells, pairs = _evaluate_image(model, target, index, settings, sampling)
             seconds += time.perf_counter() - start
-            images.append({"file": name, **row})
+            rows.append({"file": name, **row})
             pair_values += pairs
             if len(grid) < settings.grid_rows:
                 grid.append(cells)
         if callback:
             callback(index + 1, len(files))
-    if not images:
+    if not rows:
         shown = "; ".join(e["error"] for e in errors[:3])
         raise PaletteError(f"{data}: no image could be evaluated ({shown})")
-
-    mean = {"model": _mean_dict([r["model"] for r in images]),
-            "baseline": _mean_dict([r["baseline"] for r in images])}
-    if task == "colorize":
-        mean["ground_truth"] = _mean_dict([r["ground_truth"] for r in images])
-    if pair_values:
-        diversity = {"metric": "mean pairwise MS-SSIM between the samples of one input (lower = more diverse)",
-                     "mean": float(np.mean(pair_values)), "pairs": len(pair_values),
-                     "ms_ssim_scales": metrics.ms_ssim_scales(size, size),
-                     "histogram": metrics.histogram(pair_values)}
-    else:
-        diversity = {"skipped": "needs --num-samples 2 or more"}
-    report = {
-        "version": REPORT_VERSION,
-        "settings": _used_settings(settings, data, model, size, sampler, steps),
-        "model": {"source": model.source, "tasks": list(model.config.tasks), "objective": model.config.objective,
-                  "image_size": model.config.image_size,
-                  "parameters": sum(p.numel() for p in model.network.parameters()),
-                  "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")},
-        "baseline": BASELINES[task],
-        "scored_region": "restored region (mask)" if task in MASKED_TASKS else "whole image",
-        "psnr_cap_db": metrics.PSNR_CAP_DB,
-        "num_images": len(images),
-        "mean": mean,
-        "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in images) for m in ("psnr", "ssim")},
-        "diversity": diversity,
-        "skipped": SKIPPED,
-        "timing": {"seconds_per_image": seconds / len(images)},  # restore and score, not file reading
-        "images": images,
-        "errors": errors,
-    }
-    return EvalResult(report=report, grid=make_grid(grid) if grid else None)
+    used = _used_settings(settings, data, model, size, sampling)
+    report = _report(model, settings, used, rows, errors, pair_values, seconds)
+    return EvalResult(report=report, grid=images.grid(grid, GRID_GAP, margin=GRID_GAP) if grid else None)
 
 
 def save_report(result: EvalResult, directory: str | os.PathLike) -> list[Path]:

@@ -32,18 +32,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch import nn
 
 from . import config as cfg
 from .atomic import atomic_path, write_text
 from .checkpoint import build_network, default_card, pick_device, read_config, read_weights, resolve, save_model
-from .data import (CROP_MODES, TrainingImages, check_images, find_images, is_masked, validation_batch)
+from . import images, seeds
+from . import tasks as task_modules
+from .data import CROP_MODES, TrainingImages, check_images, find_images, validation_batch
 from .diffusion import gammas as schedule_gammas
 from .diffusion import OBJECTIVES, training_loss
 from .errors import PaletteError
-from .samplers import sample, sample_generator
-from .tasks import TASKS
+from .samplers import sample
 
 MODEL_DIR = "model"
 STATE_NAME = "state.pt"
@@ -64,7 +64,6 @@ FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze")
 # Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
 # down path, so it goes with the encoder.
 _PARTS = {"encoder": ("cond_embed.", "input_blocks.", "middle_block."), "decoder": ("output_blocks.", "out.")}
-_NOISE_STREAM = 1 << 42  # generator streams of the diffusion noise, apart from the data's
 
 
 @dataclass(frozen=True)
@@ -207,9 +206,10 @@ def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
     """'colorize,inpaint' -> ('colorize', 'inpaint'), checked and deduplicated."""
     items = text.split(",") if isinstance(text, str) else list(text)
     tasks = tuple(dict.fromkeys(t.strip() for t in items if t.strip()))
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in task_modules.REGISTRY]
     if unknown or not tasks:
-        raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+        raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; "
+                           f"choose from {', '.join(task_modules.names())}")
     return tasks
 
 
@@ -327,7 +327,7 @@ class _Objective(nn.Module):
         per_task = torch.zeros(2, len(self.tasks))
         for t in sorted(set(task.tolist())):
             sel = task == t
-            m = mask[sel] if is_masked(self.tasks[t]) else None  # loss on the hole only
+            m = mask[sel] if task_modules.get(self.tasks[t]).MASKED else None  # loss on the hole only
             value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
                                   mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
                                   generator=generator)
@@ -341,22 +341,10 @@ class _Objective(nn.Module):
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _image_of(x: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [-1, 1] -> RGB image."""
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
-
-
 def write_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], gap: int = 2) -> None:
     """Write rows of equal-size images as one PNG with white gaps, atomically."""
-    h, w = rows[0][0].shape[-2:]
-    cols = max(len(r) for r in rows)
-    grid = Image.new("RGB", (cols * w + (cols - 1) * gap, len(rows) * h + (len(rows) - 1) * gap), "white")
-    for i, row in enumerate(rows):
-        for j, x in enumerate(row):
-            grid.paste(_image_of(x), (j * (w + gap), i * (h + gap)))
     with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")
+        images.grid(rows, gap).save(tmp, format="PNG")
 
 
 def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_names: Sequence[str],
@@ -542,7 +530,7 @@ class _Trainer:
                 for m in range(c.grad_accum):
                     batch = _next(it)
                     batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-                    gen = sample_generator(c.seed, _NOISE_STREAM + (step * d.world + d.rank) * c.grad_accum + m)
+                    gen = seeds.stream(c.seed, "noise", (step * d.world + d.rank) * c.grad_accum + m)
                     sync = (self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1
                             else contextlib.nullcontext())
                     with sync:
@@ -678,10 +666,10 @@ class _Trainer:
         for t in sorted({v.task for v in self.validation}):  # one sampler call per task: masks differ
             rows = [i for i, v in enumerate(self.validation) if v.task == t]
             mask = None
-            if is_masked(c.tasks[t]):
+            if task_modules.get(c.tasks[t]).MASKED:
                 mask = torch.stack([self.validation[i].mask for i in rows]).to(self.d.device)
             out[rows] = sample(self.ema, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
-                               generators=[sample_generator(c.seed, i) for i in rows], mask=mask,
+                               generators=[seeds.generator(c.seed, i) for i in rows], mask=mask,
                                objective=mc.objective, residual=mc.residual, strength=mc.strength)
         path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
         path.parent.mkdir(exist_ok=True)

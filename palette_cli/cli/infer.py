@@ -240,7 +240,7 @@ def jpeg_command(
 class _Job:
     """One input: its file, its output paths, which of them to write."""
 
-    item: Any  # pipeline.InputFile
+    item: Any  # files.InputFile
     outputs: list[Path]
     write: list[bool]
 
@@ -258,16 +258,16 @@ def _read_args(args: list[str]) -> list[str]:
 
 def _plan(task: str, inputs: list[str], opts: Options, report) -> tuple[list[_Job], int]:
     """Expand the inputs into jobs; report bad ones; return the jobs and how many were skipped."""
-    from .. import pipeline
+    from .. import files
 
-    items, problems = pipeline.find_inputs(_read_args(inputs), recursive=opts.recursive)
+    items, problems = files.find_inputs(_read_args(inputs), recursive=opts.recursive)
     for problem in problems:
         report(problem)
     input_keys = {item.path.resolve() for item in items}
     claimed: dict[Path, Path] = {}
     jobs, skipped = [], 0
     for item in items:
-        outputs = pipeline.output_paths(item, task, opts.num_samples, opts.output)
+        outputs = files.output_paths(item, task, opts.num_samples, opts.output)
         keys = [p.resolve() for p in outputs]
         clash = next((claimed[k] for k in keys if k in claimed), None)
         if clash is not None:
@@ -323,7 +323,7 @@ def _run(task: str, inputs: list[str], opts: Options) -> None:
 
     import torch
 
-    from .. import __version__, images, pipeline
+    from .. import __version__, files, images, pipeline
     from ..checkpoint import load_model, pick_device
     from ..errors import PaletteError
 
@@ -343,7 +343,7 @@ def _run(task: str, inputs: list[str], opts: Options) -> None:
                    f"pass a {task} model with --model")
     sampler = opts.sampler.value if opts.sampler else None
     try:
-        pipeline.sampling_steps(model, sampler, opts.steps, opts.strength)
+        sampling = pipeline.resolve_sampling(model, sampler, opts.steps, opts.strength)
         context = pipeline.autocast(model, opts.dtype.value)
     except (PaletteError, RuntimeError) as exc:
         raise fail(str(exc), 2) from None
@@ -352,7 +352,7 @@ def _run(task: str, inputs: list[str], opts: Options) -> None:
     mask_path: Path | None = task_options.pop("mask_path", None)
     written = succeeded = 0
     progress = _progress(opts.quiet)
-    files = progress.add_task("files", total=len(jobs))
+    file_bar = progress.add_task("files", total=len(jobs))
     steps = progress.add_task("steps", total=None)
     last = [0]
 
@@ -368,23 +368,22 @@ def _run(task: str, inputs: list[str], opts: Options) -> None:
                 photo = images.load_photo(job.item.path)
                 options = dict(task_options)
                 if mask_path is not None:
-                    file = mask_path if mask_path.is_file() else pipeline.find_mask(mask_path, job.item)
+                    file = mask_path if mask_path.is_file() else files.find_mask(mask_path, job.item)
                     options["mask"] = images.load_mask(file, photo.size, str(job.item.path))
                 yield job, pipeline.prepare(model, task, photo, seed=opts.seed, **options)
             except PaletteError as exc:
                 report(str(exc) if str(job.item.path) in str(exc) else f"{job.item.path}: {exc}")
-                progress.advance(files)
+                progress.advance(file_bar)
 
     try:
         with progress, context:
-            results = pipeline.restore_stream(model, prepared(), num_samples=opts.num_samples, sampler=sampler,
-                                              steps=opts.steps, seed=opts.seed, batch_size=opts.batch_size,
-                                              callback=on_step, strength=opts.strength)
+            results = pipeline.restore_stream(model, prepared(), num_samples=opts.num_samples, sampling=sampling,
+                                              seed=opts.seed, batch_size=opts.batch_size, callback=on_step)
             for job, result in results:
-                count, ok = _write(model, job, result, opts, sampler, report, __version__)
+                count, ok = _write(model, job, result, opts, sampling, report, __version__)
                 written += count
                 succeeded += ok
-                progress.advance(files)
+                progress.advance(file_bar)
     except KeyboardInterrupt:
         error_line(f"interrupted after writing {written} file(s); finished outputs are complete, "
                    f"rerun with --skip-existing to resume")
@@ -392,7 +391,7 @@ def _run(task: str, inputs: list[str], opts: Options) -> None:
     _summary(task, opts, written, succeeded, skipped, failures, started)
 
 
-def _write(model, job: _Job, result, opts: Options, sampler: str | None, report, version: str) -> tuple[int, bool]:
+def _write(model, job: _Job, result, opts: Options, sampling, report, version: str) -> tuple[int, bool]:
     """Write the outputs of one input atomically; return how many were written and if all were."""
     from .. import images, pipeline
     from ..errors import PaletteError
@@ -402,8 +401,7 @@ def _write(model, job: _Job, result, opts: Options, sampler: str | None, report,
     for k, (image, path, wanted) in enumerate(zip(result.outputs, job.outputs, job.write)):
         if not wanted:
             continue
-        settings = pipeline.output_settings(model, result.prepared, sampler=sampler, steps=opts.steps,
-                                            seed=opts.seed, sample=k, strength=opts.strength)
+        settings = pipeline.output_settings(model, result.prepared, sampling, seed=opts.seed, sample=k)
         text = {"palette": json.dumps({"input": job.item.path.name, **settings, "version": version}),
                 "Software": f"palette {version}"}
         try:
