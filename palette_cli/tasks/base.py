@@ -22,3 +22,8 @@ class Prepared:
     offset: tuple[int, int] = (0, 0)  # (top, left) of the photo in the output: where its alpha goes
     seconds: float = 0.0  # time spent preparing
     settings: dict[str, Any] = field(default_factory=dict)  # task options, for metadata
+
+
+def no_extra_scores(image: torch.Tensor) -> dict[str, float]:
+    """For tasks scored by PSNR and SSIM alone."""
+    return {}

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from .. import images, seeds
 from ..errors import PaletteError
-from .base import Prepared
-from .masks import (box_mask, center_mask, check_mask, fill_noise, free_form_mask, mean_fill, random_box_mask,
-                    train_inpaint_mask)
+from .base import Prepared, no_extra_scores
+from .masks import (box_mask, center_mask, check_mask, degrade_with_mask, fill_noise, free_form_mask, mean_fill,
+                    random_box_mask, train_inpaint_mask)
 
 NAME = "inpaint"
 MASKED = True  # the network generates the hole only; the loss and the scores look at the hole
@@ -35,13 +35,7 @@ USER_MASK_MODES = ("center", "free-form")  # --mask-mode of `palette inpaint`
 def degrade(target: Tensor, generator: torch.Generator, *, mask_mode: str = "train",
             mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The target with a hole of noise: `mask` if given, else one drawn as `mask_mode` says."""
-    h, w = target.shape[-2:]
-    if mask is None:
-        mask = EVAL_MASKS[mask_mode](h, w, generator)
-    else:
-        check_mask(mask, h, w)
-    mask = mask.to(device=target.device, dtype=target.dtype)
-    return fill_noise(target, mask, generator), mask
+    return degrade_with_mask(target, generator, mask, EVAL_MASKS[mask_mode])
 
 
 def check(*, mask_mode: str = "center", **_other: Any) -> None:
@@ -50,14 +44,8 @@ def check(*, mask_mode: str = "center", **_other: Any) -> None:
         raise PaletteError(f"unknown mask mode {mask_mode!r}; choose one of {', '.join(EVAL_MASKS)}")
 
 
-def baseline(cond: Tensor, mask: Tensor) -> Tensor:
-    """The diffusion-free answer: the hole filled with the mean colour of the known pixels."""
-    return mean_fill(cond, mask)
-
-
-def extra_scores(image: Tensor) -> dict[str, float]:
-    """No task-specific score."""
-    return {}
+baseline = mean_fill  # the diffusion-free answer: the hole filled with the mean colour of the known pixels
+extra_scores = no_extra_scores
 
 
 # --- full resolution: a crop around the mask ---------------------------------------------------

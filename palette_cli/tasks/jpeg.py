@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import images
 from ..errors import PaletteError
-from .base import Prepared
+from .base import Prepared, no_extra_scores
 
 NAME = "jpeg"
 MASKED = False
@@ -84,9 +84,7 @@ def baseline(cond: Tensor, mask: None) -> Tensor:
     return cond
 
 
-def extra_scores(image: Tensor) -> dict[str, float]:
-    """No task-specific score."""
-    return {}
+extra_scores = no_extra_scores
 
 
 # --- full resolution: overlapping tiles with blended seams -------------------------------------

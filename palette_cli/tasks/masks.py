@@ -9,6 +9,7 @@ reproducible under a seed; Python's ``random`` and numpy's global RNG are never 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -83,6 +84,18 @@ def check_mask(mask: Tensor, h: int, w: int) -> None:
     """Reject a mask whose shape is not (1, h, w)."""
     if tuple(mask.shape) != (1, h, w):
         raise PaletteError(f"mask shape {tuple(mask.shape)} does not match the image; expected (1, {h}, {w})")
+
+
+def degrade_with_mask(target: Tensor, generator: torch.Generator, mask: Tensor | None,
+                      draw: Callable[[int, int, torch.Generator], Tensor]) -> tuple[Tensor, Tensor]:
+    """The target with a hole of noise: `mask` if given, else `draw(h, w, generator)`."""
+    h, w = target.shape[-2:]
+    if mask is None:
+        mask = draw(h, w, generator)
+    else:
+        check_mask(mask, h, w)
+    mask = mask.to(device=target.device, dtype=target.dtype)
+    return fill_noise(target, mask, generator), mask
 
 
 def _area(mask: Tensor) -> float:

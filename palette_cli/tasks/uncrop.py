@@ -12,8 +12,8 @@ from torch import Tensor
 
 from .. import images, seeds
 from ..errors import PaletteError
-from .base import Prepared
-from .masks import UNCROP_SIDES, check_mask, fill_noise, mean_fill, train_uncrop_mask, uncrop_mask
+from .base import Prepared, no_extra_scores
+from .masks import UNCROP_SIDES, degrade_with_mask, fill_noise, mean_fill, train_uncrop_mask, uncrop_mask
 
 NAME = "uncrop"
 MASKED = True
@@ -25,13 +25,8 @@ EVAL_SIDES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
 def degrade(target: Tensor, generator: torch.Generator, *, side: str = "random",
             mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The target with half of it (one side, or a border) replaced by noise."""
-    h, w = target.shape[-2:]
-    if mask is None:
-        mask = train_uncrop_mask(h, w, generator) if side == "random" else uncrop_mask(h, w, side)
-    else:
-        check_mask(mask, h, w)
-    mask = mask.to(device=target.device, dtype=target.dtype)
-    return fill_noise(target, mask, generator), mask
+    draw = train_uncrop_mask if side == "random" else lambda h, w, _: uncrop_mask(h, w, side)
+    return degrade_with_mask(target, generator, mask, draw)
 
 
 def check(*, side: str = "right", **_other: Any) -> None:
@@ -40,14 +35,8 @@ def check(*, side: str = "right", **_other: Any) -> None:
         raise PaletteError(f"unknown uncrop side {side!r}; choose one of {', '.join(EVAL_SIDES)}")
 
 
-def baseline(cond: Tensor, mask: Tensor) -> Tensor:
-    """The diffusion-free answer: the new area filled with the mean colour of the known pixels."""
-    return mean_fill(cond, mask)
-
-
-def extra_scores(image: Tensor) -> dict[str, float]:
-    """No task-specific score."""
-    return {}
+baseline = mean_fill  # the diffusion-free answer: the new area filled with the mean colour of the known pixels
+extra_scores = no_extra_scores
 
 
 # --- full resolution: a larger canvas -------------------------------------------------------
