@@ -34,7 +34,8 @@ def _register() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _register()
-    from .common import run_app
+    from .common import defer_interrupts, run_app
 
+    defer_interrupts()  # the commands resume them once their imports are done
+    _register()
     sys.exit(run_app(app))

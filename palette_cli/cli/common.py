@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import signal
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -26,10 +27,45 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# A Ctrl-C while the command imports its libraries is held here, not raised: an exception raised
+# inside an import can be swallowed by a library's own `except` and the run would go on.
+_held = {"deferring": False, "interrupted": False}
+
+
+def _hold_interrupt(signum: int, frame: Any) -> None:
+    _held["interrupted"] = True
+
+
+def defer_interrupts() -> None:
+    """From now until `resume_interrupts`, Ctrl-C is remembered instead of raised."""
+    _held["deferring"] = True
+    signal.signal(signal.SIGINT, _hold_interrupt)
+
+
+def resume_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt again; one that came while deferred is raised now."""
+    if not _held["deferring"]:
+        return
+    _held["deferring"] = False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _held["interrupted"]:
+        raise KeyboardInterrupt
+
+
+def imports_done() -> None:
+    """Call once a command's libraries are imported: a Ctrl-C held meanwhile exits 130 before any work."""
+    try:
+        resume_interrupts()
+    except KeyboardInterrupt:
+        error_line("interrupted before any work; nothing was written")
+        raise typer.Exit(130) from None
+
+
 def run_app(app: typer.Typer) -> int:
     """Run the Typer app; a library error becomes one red line and exit code 1.
 
-    Typer's standalone mode handles the rest: usage errors exit 2, `--help` exits 0.
+    Typer's standalone mode handles the rest: usage errors exit 2, `--help` exits 0. A Ctrl-C held
+    while deferred and never resumed by the command still ends the run with 130.
     """
     from ..errors import PaletteError
 
@@ -38,4 +74,8 @@ def run_app(app: typer.Typer) -> int:
     except PaletteError as exc:
         error_line(str(exc))
         return 1
-    return 0
+    except SystemExit as exc:
+        if _held["interrupted"] and exc.code in (0, None):
+            return 130
+        raise
+    return 130 if _held["interrupted"] else 0

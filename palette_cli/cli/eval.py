@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from . import app
-from .common import Task, err, error_line, out
+from .common import Task, err, error_line, imports_done, out
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.
@@ -49,6 +49,8 @@ def eval_command(
 
     from ..checkpoint import load_model
     from ..evaluate import EvalSettings, evaluate, save_report
+
+    imports_done()
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
                             strength=strength, dtype=dtype,

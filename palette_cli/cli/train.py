@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
-from .common import err, fail, out
+from .common import err, fail, imports_done, out
 
 # Options both commands share, defined once. None means "not given": a resumed run keeps the
 # value it was started with unless the option is given again.
@@ -204,6 +204,8 @@ def train_command(
     """Train a new model on your photos; runs on N GPUs under `torchrun --nproc-per-node N`."""
     from .. import train as training
 
+    imports_done()
+
     changes = _changes(tasks=task, preset=preset, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
                        objective=objective, residual=residual, precision=precision, seed=seed,
@@ -254,6 +256,8 @@ def finetune_command(
 ) -> None:
     """Continue training a saved model on your photos, keeping its network; may change its tasks."""
     from .. import train as training
+
+    imports_done()
 
     changes = _changes(tasks=task, freeze=freeze, image_size=image_size, batch_size=batch_size,
                        grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
