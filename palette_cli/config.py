@@ -1,4 +1,4 @@
-"""Typed configuration: the network, the noise schedules, the model directory, size presets.
+"""Typed configuration: the network, the schedules, the model directory, presets, training runs.
 
 Everything here is a frozen dataclass with its defaults in one place; `to_dict`/`from_dict`
 turn a `ModelConfig` into the `config.json` of a model directory and back.
@@ -95,6 +95,88 @@ def preset(name: str) -> UNetConfig:
         return PRESETS[name]
     except KeyError:
         raise PaletteError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+# --- training -------------------------------------------------------------------------------
+
+DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}  # crop size of a new run per preset
+PRECISIONS = ("fp32", "bf16", "fp16")
+FREEZE = ("none", "encoder", "decoder")
+# Finetuning starts from trained weights: a smaller step and a short warmup.
+FINETUNE_LR = 2e-5
+FINETUNE_WARMUP = 500
+FINETUNE_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a new run of one task trains and how its model samples, chosen by measurement.
+
+    The `small` network was trained with every objective, with and without residual diffusion, for
+    the same budget (600 steps of 8 images at 64 px, 8.4 minutes on one CPU thread) and scored with
+    `palette eval` on cbsd68: x0 with residual diffusion was the best diffusion setting on both
+    tasks measured (jpeg q10 and colorize), and a few DDIM steps from pure noise beat more steps and DPM-Solver++, while
+    strength < 1 cost PSNR (jpeg) or colour (colorize). The table is in the CHANGELOG;
+    `--objective eps` trains Palette's own parameterisation.
+    """
+
+    objective: str
+    residual: bool
+    sampler: str
+    steps: int
+    strength: float = 1.0
+
+
+RECIPES = {
+    "colorize": Recipe("x0", True, "ddim", 4),  # 4 steps: colourfulness >= 20 while still above the gray PSNR
+    "jpeg": Recipe("x0", True, "ddim", 2),
+    "inpaint": Recipe("x0", True, "ddim", 1),  # measured with the built-in inpaint model (its card)
+    "uncrop": Recipe("x0", True, "ddim", 1),
+}
+
+
+def recipe(tasks: Sequence[str]) -> Recipe:
+    """The recipe of a run's first task (a generalist follows its first task)."""
+    return RECIPES.get(tasks[0] if tasks else "", RECIPES["colorize"])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run; recorded in state.pt."""
+
+    tasks: tuple[str, ...] = ("colorize",)  # several tasks train one generalist model
+    preset: str = "small"  # network size (config.PRESETS); ignored when finetuning
+    image_size: int | None = None  # crop size; None: the preset's default or the finetuned model's
+    batch_size: int = 8  # images per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per optimizer step
+    steps: int = 10_000  # total optimizer steps of the run
+    lr: float = 1e-4  # Adam learning rate after warmup (Palette: 1e-4)
+    warmup: int = 10_000  # linear warmup steps (Palette: 10k)
+    ema_decay: float = 0.9999  # ceiling of the EMA decay min(decay, (1 + n) / (10 + n))
+    loss: str = "l2"  # "l2" (Palette) or "l1"
+    # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the task's recipe.
+    objective: str | None = None
+    residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    seed: int = 0
+    workers: int = 0  # data loader processes; 0 loads in the training process
+    save_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    sample_every: int = 1000  # steps between sample grids; 0 disables them
+    log_every: int = 10  # steps per metrics.jsonl line
+    freeze: str = "none"  # "encoder", "decoder" or "none": parts left untrained
+    crop: str = "native"  # "native" crops at the photo's resolution, "fit" shrinks it first
+    sample_count: int = 4  # rows of the sample grid
+    sample_steps: int | None = None  # sampler steps for grids; None: the model's default
+
+    def __post_init__(self) -> None:
+        # Unset objective and residual come from the first task's measured recipe (residual only
+        # with the recipe's objective: `--objective eps` alone is Palette's own setup), so a saved
+        # state always names both explicitly.
+        r = recipe(self.tasks)
+        if self.objective is None:
+            object.__setattr__(self, "objective", r.objective)
+        if self.residual is None:
+            object.__setattr__(self, "residual", r.residual and self.objective == r.objective)
 
 
 def to_dict(config: ModelConfig) -> dict[str, Any]:
