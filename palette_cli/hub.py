@@ -108,19 +108,12 @@ def _hub_error(err: BaseException, repo_id: str, step: str) -> PaletteError:
     return PaletteError(f"{repo_id}: {step} failed: {why}; nothing was uploaded")
 
 
-def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
-               revision: str | None = None, license: str | None = None, endpoint: str | None = None,
-               commit_message: str | None = None, callback: Callback | None = None) -> PushResult:
-    """Upload a model directory to the Hub repo `repo_id` (created if needed) in one commit.
+def _check_push(model_dir: str | os.PathLike, directory: Path, repo_id: str) -> str:
+    """Refuse a push that cannot work before anything is sent; return the token."""
+    from huggingface_hub import get_token
 
-    The token is the usual one (HF_TOKEN or `hf auth login`); `endpoint` defaults to HF_ENDPOINT.
-    """
-    from huggingface_hub import HfApi, get_token
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
-    from .checkpoint import CONFIG_NAME, HUB_FILES, WEIGHTS_NAME, load_model
-
-    report = callback or (lambda message: None)
-    directory = Path(model_dir).expanduser()
     if not directory.is_dir():
         raise PaletteError(f"{model_dir}: not a directory; push takes a model folder (with {CONFIG_NAME} "
                            f"and {WEIGHTS_NAME}), for example the output of `palette convert`")
@@ -133,6 +126,23 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
     if not token:
         raise PaletteError(f"{repo_id}: not logged in to the Hugging Face Hub; set HF_TOKEN or run "
                            f"`hf auth login` (nothing was uploaded)")
+    return token
+
+
+def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
+               revision: str | None = None, license: str | None = None, endpoint: str | None = None,
+               commit_message: str | None = None, callback: Callback | None = None) -> PushResult:
+    """Upload a model directory to the Hub repo `repo_id` (created if needed) in one commit.
+
+    The token is the usual one (HF_TOKEN or `hf auth login`); `endpoint` defaults to HF_ENDPOINT.
+    """
+    from huggingface_hub import HfApi
+
+    from .checkpoint import HUB_FILES, load_model
+
+    report = callback or (lambda message: None)
+    directory = Path(model_dir).expanduser()
+    token = _check_push(model_dir, directory, repo_id)
     model = load_model(directory, device="cpu")  # a broken model must not reach the Hub
 
     card_file = directory / CARD_NAME

@@ -348,25 +348,7 @@ class _Trainer:
         self.emit = callback if (callback and d.rank == 0) else (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         config = dataclasses.replace(config, tasks=parse_tasks(config.tasks))
-
-        state: dict[str, Any] | None = None
-        if resume:
-            state = read_state(run_dir)
-            model_config = cfg.from_dict(json.loads(state["model_config"]))
-            init = state.get("init") or None
-            weights = state["model"]
-        elif (run_dir / STATE_NAME).exists():
-            raise PaletteError(f"{run_dir}: already holds a training run ({STATE_NAME}); pass --resume to "
-                               f"continue it, or choose another output directory")
-        elif init is not None:
-            directory = resolve(init)
-            model_config = read_config(directory)
-            weights = read_weights(directory)
-            config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
-                                         preset=_preset_name(model_config.unet))
-        else:
-            model_config = new_model_config(config)
-            weights = None
+        state, model_config, weights, config, init = self._origin(config, init, resume)
         size = config.image_size or (model_config.image_size if (init or resume) else
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
         config = dataclasses.replace(config, image_size=size)
@@ -376,45 +358,9 @@ class _Trainer:
         torch.manual_seed(config.seed)  # the initial weights of a new network
         network = build_network(self.model_config, weights, where=str(init or run_dir))
         validate(config, d.world, network.downsample_factor)
-
-        # Data: every process scans the same list; rank 0 reports what it skips.
-        paths = find_images(data)
-        if not paths:
-            raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
-        self.data_names = [Path(p).name for p in data]
-        good, self.skipped = check_images(paths, warn=lambda m: self.emit(
-            TrainEvent("warning", 0, config.steps, m)))
-        self.dataset = TrainingImages(good, config.tasks, size, config.seed, config.crop)
-        self.validation = (validation_batch(good, config.tasks, size, config.seed, config.sample_count, config.crop)
-                           if config.sample_every and d.rank == 0 else [])
-
-        self.network = network.to(d.device).train()
-        frozen = _PARTS.get(config.freeze, ())
-        for name, p in self.network.named_parameters():
-            p.requires_grad_(not name.startswith(frozen))
-        trainable = [p for p in self.network.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=lr_at(config, 0))
-        # The EMA network is what gets saved; only rank 0 saves, so only rank 0 keeps it.
-        self.ema: nn.Module | None = None
-        if d.rank == 0:
-            self.ema = build_network(self.model_config, state["ema"] if state else None).to(d.device)
-            if state is None:
-                self.ema.load_state_dict(self.network.state_dict())
-            self.ema.requires_grad_(False)
-        self.scaler = torch.amp.GradScaler(d.device.type, enabled=config.precision == "fp16")
-        self.start = 0
-        if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler") and config.precision == "fp16":
-                self.scaler.load_state_dict(state["scaler"])
-            self.start = int(state["step"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if d.device.type == "cuda" and state["rng"]["cuda"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"][0], d.device)
-            if self.start >= config.steps:
-                raise PaletteError(f"{run_dir}: the run already did {self.start} of {config.steps} steps; "
-                                   f"pass a larger --steps to continue")
-
+        self._setup_data(data)
+        self._setup_optimizer(network, state)
+        self.start = self._restore(state)
         train_gammas = schedule_gammas(self.model_config.train_schedule)
         self.objective = _Objective(self.network, config.tasks, train_gammas, config.loss, config.objective,
                                     config.residual)
@@ -429,6 +375,77 @@ class _Trainer:
             self._trim_metrics(self.start)
         _barrier(d)
 
+    # -- setting up --
+
+    def _origin(self, config: TrainConfig, init: str | None, resume: bool):
+        """(state, model config, weights, config, init) of a resumed, finetuned or new run."""
+        state: dict[str, Any] | None = None
+        if resume:
+            state = read_state(self.run_dir)
+            model_config = cfg.from_dict(json.loads(state["model_config"]))
+            init = state.get("init") or None
+            weights = state["model"]
+        elif (self.run_dir / STATE_NAME).exists():
+            raise PaletteError(f"{self.run_dir}: already holds a training run ({STATE_NAME}); pass --resume to "
+                               f"continue it, or choose another output directory")
+        elif init is not None:
+            directory = resolve(init)
+            model_config = read_config(directory)
+            weights = read_weights(directory)
+            config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
+                                         preset=_preset_name(model_config.unet))
+        else:
+            model_config = new_model_config(config)
+            weights = None
+        return state, model_config, weights, config, init
+
+    def _setup_data(self, data: Sequence[str | os.PathLike]) -> None:
+        """Every process scans the same list; rank 0 reports what it skips."""
+        c = self.config
+        paths = find_images(data)
+        if not paths:
+            raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
+        self.data_names = [Path(p).name for p in data]
+        good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)))
+        self.dataset = TrainingImages(good, c.tasks, c.image_size, c.seed, c.crop)
+        self.validation = (validation_batch(good, c.tasks, c.image_size, c.seed, c.sample_count, c.crop)
+                           if c.sample_every and self.d.rank == 0 else [])
+
+    def _setup_optimizer(self, network: nn.Module, state: dict[str, Any] | None) -> None:
+        """The trained network, its optimizer, the EMA copy (rank 0) and the loss scaler."""
+        c, d = self.config, self.d
+        self.network = network.to(d.device).train()
+        frozen = _PARTS.get(c.freeze, ())
+        for name, p in self.network.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=lr_at(c, 0))
+        # The EMA network is what gets saved; only rank 0 saves, so only rank 0 keeps it.
+        self.ema: nn.Module | None = None
+        if d.rank == 0:
+            self.ema = build_network(self.model_config, state["ema"] if state else None).to(d.device)
+            if state is None:
+                self.ema.load_state_dict(self.network.state_dict())
+            self.ema.requires_grad_(False)
+        self.scaler = torch.amp.GradScaler(d.device.type, enabled=c.precision == "fp16")
+
+    def _restore(self, state: dict[str, Any] | None) -> int:
+        """Optimizer, scaler and RNG of a resumed run; the step it starts at."""
+        if state is None:
+            return 0
+        c, d = self.config, self.d
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and c.precision == "fp16":
+            self.scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if d.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"][0], d.device)
+        if start >= c.steps:
+            raise PaletteError(f"{self.run_dir}: the run already did {start} of {c.steps} steps; "
+                               f"pass a larger --steps to continue")
+        return start
+
     # -- the loop --
 
     def run(self) -> TrainResult:
@@ -437,41 +454,18 @@ class _Trainer:
         batches = _StepBatches(self.start, c.steps, c.batch_size, c.grad_accum, d.world, d.rank)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=c.workers,
                                              pin_memory=d.device.type == "cuda")
-        autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16 if c.precision == "bf16" else torch.float16)
-                    if c.precision != "fp32" else contextlib.nullcontext())
-        ntasks = len(c.tasks)
         self.emit(TrainEvent("start", self.start, c.steps, f"{len(self.dataset)} images, "
                              f"{len(self.skipped)} skipped, {d.world} process(es), {micro} images per micro-batch",
                              {"images": len(self.dataset), "skipped": len(self.skipped), "world_size": d.world}))
-        window = np.zeros(2 + 2 * ntasks)  # loss x items, items, per-task loss x items, per-task items
-        t0 = time.perf_counter()
+        # loss x items, items, per-task loss x items, per-task items; since t0
+        self._window, self._t0 = np.zeros(2 + 2 * len(c.tasks)), time.perf_counter()
         step, stopped, consistent = self.start, False, True
         it = iter(loader)
         try:
-            while step < c.steps:
+            while step < c.steps and not stopped:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(c, step)
-                per_task = torch.zeros(2, ntasks)
-                for m in range(c.grad_accum):
-                    batch = _next(it)
-                    batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-                    gen = seeds.stream(c.seed, "noise", (step * d.world + d.rank) * c.grad_accum + m)
-                    sync = (self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1
-                            else contextlib.nullcontext())
-                    with sync:
-                        with autocast:
-                            loss, groups = self.module(batch["target"], batch["cond"], batch["mask"],
-                                                       batch["task"], gen)
-                        self.scaler.scale(loss / c.grad_accum).backward()
-                    per_task += groups
-                # One small all-reduce per step: non-finite flag, stop request, loss statistics.
-                stop_request = bool(self.should_stop())
-                finite = bool(torch.isfinite(per_task[0]).all())
-                flags = torch.cat([torch.tensor([float(not finite), float(stop_request)]), per_task.flatten()])
-                if d.world > 1:
-                    flags = flags.to(d.device)
-                    dist.all_reduce(flags)
-                    flags = flags.cpu()
+                flags = self._all_reduce(self._accumulate(step, it))
                 if flags[0] > 0:
                     self._diverged(step + 1)
                 consistent = False  # the optimizer and EMA updates must not be cut in half
@@ -481,38 +475,69 @@ class _Trainer:
                 self._update_ema(step)
                 step += 1
                 consistent = True
-
-                sums, counts = flags[2:2 + ntasks].numpy(), flags[2 + ntasks:].numpy()
-                window += np.concatenate([[sums.sum(), counts.sum()], sums, counts])
-                step_loss = float(sums.sum() / max(counts.sum(), 1))
-                elapsed = time.perf_counter() - t0
-                rate = window[1] / elapsed if elapsed > 0 else 0.0
-                self.emit(TrainEvent("step", step, c.steps, metrics={"loss": step_loss, "lr": lr_at(c, step - 1),
-                                                                     "images_per_s": rate}))
                 stopped = bool(flags[1] > 0)
-                if step % c.log_every == 0 or step == c.steps or stopped:
-                    self._log(step, window, elapsed, ntasks)
-                    window[:] = 0
-                    t0 = time.perf_counter()
-                paused = False
-                if c.sample_every and (step % c.sample_every == 0 or step == c.steps):
-                    self._sample(step)
-                    paused = True
-                if step % c.save_every == 0 or step == c.steps or stopped:
-                    self._save(step)
-                    paused = True
-                if paused:  # writing is not training: keep it out of images/s
-                    _barrier(d)
-                    window[:] = 0
-                    t0 = time.perf_counter()
-                if stopped:
-                    break
+                self._after_step(step, flags, stopped)
         except KeyboardInterrupt:
             # A hard interrupt: keep what was done unless it came mid-update.
             if consistent and step > (self.last_saved or 0):
                 self._save(step)
             raise
         return TrainResult(self.run_dir, step, c.steps, stopped, len(self.dataset), self.skipped)
+
+    def _accumulate(self, step: int, it) -> torch.Tensor:
+        """Forward and backward over the step's micro-batches; per-task [loss x items, items]."""
+        c, d = self.config, self.d
+        autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16 if c.precision == "bf16" else torch.float16)
+                    if c.precision != "fp32" else contextlib.nullcontext())
+        per_task = torch.zeros(2, len(c.tasks))
+        for m in range(c.grad_accum):
+            batch = _next(it)
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            gen = seeds.stream(c.seed, "noise", (step * d.world + d.rank) * c.grad_accum + m)
+            sync = self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    loss, groups = self.module(batch["target"], batch["cond"], batch["mask"], batch["task"], gen)
+                self.scaler.scale(loss / c.grad_accum).backward()
+            per_task += groups
+        return per_task
+
+    def _all_reduce(self, per_task: torch.Tensor) -> torch.Tensor:
+        """One small all-reduce per step: [non-finite flag, stop request, loss statistics...]."""
+        stop_request = bool(self.should_stop())
+        finite = bool(torch.isfinite(per_task[0]).all())
+        flags = torch.cat([torch.tensor([float(not finite), float(stop_request)]), per_task.flatten()])
+        if self.d.world > 1:
+            flags = flags.to(self.d.device)
+            dist.all_reduce(flags)
+            flags = flags.cpu()
+        return flags
+
+    def _after_step(self, step: int, flags: torch.Tensor, stopped: bool) -> None:
+        """Report the step; log, sample and save when due (writing is kept out of images/s)."""
+        c, ntasks, window = self.config, len(self.config.tasks), self._window
+        sums, counts = flags[2:2 + ntasks].numpy(), flags[2 + ntasks:].numpy()
+        window += np.concatenate([[sums.sum(), counts.sum()], sums, counts])
+        step_loss = float(sums.sum() / max(counts.sum(), 1))
+        elapsed = time.perf_counter() - self._t0
+        rate = window[1] / elapsed if elapsed > 0 else 0.0
+        self.emit(TrainEvent("step", step, c.steps, metrics={"loss": step_loss, "lr": lr_at(c, step - 1),
+                                                             "images_per_s": rate}))
+        if step % c.log_every == 0 or step == c.steps or stopped:
+            self._log(step, window, elapsed, ntasks)
+            window[:] = 0
+            self._t0 = time.perf_counter()
+        paused = False
+        if c.sample_every and (step % c.sample_every == 0 or step == c.steps):
+            self._sample(step)
+            paused = True
+        if step % c.save_every == 0 or step == c.steps or stopped:
+            self._save(step)
+            paused = True
+        if paused:
+            _barrier(self.d)
+            window[:] = 0
+            self._t0 = time.perf_counter()
 
     # -- pieces of the loop --
 

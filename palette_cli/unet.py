@@ -7,6 +7,7 @@ Module names follow the public Palette trainer so that its checkpoints load key 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -147,6 +148,15 @@ class Block(nn.Sequential):
         return x
 
 
+def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
+    """Self-attention over `ch` channels: fixed-width heads, or `heads` of them when num_head_channels is -1."""
+    if cfg.num_head_channels != -1:
+        if ch % cfg.num_head_channels:
+            raise ValueError(f"{ch} channels are not divisible by num_head_channels {cfg.num_head_channels}")
+        heads = ch // cfg.num_head_channels
+    return AttentionBlock(ch, heads, cfg.legacy_attention_order)
+
+
 class UNet(nn.Module):
     """Palette's denoiser: (concat[source, x_t], gamma) -> eps."""
 
@@ -160,13 +170,7 @@ class UNet(nn.Module):
         def res(cin: int, cout: int | None = None, **kw) -> ResBlock:
             return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, **kw)
 
-        def attn(ch: int, heads: int) -> AttentionBlock:
-            if cfg.num_head_channels != -1:
-                if ch % cfg.num_head_channels:
-                    raise ValueError(f"{ch} channels are not divisible by num_head_channels "
-                                     f"{cfg.num_head_channels}")
-                heads = ch // cfg.num_head_channels
-            return AttentionBlock(ch, heads, cfg.legacy_attention_order)
+        attn = functools.partial(_attention, cfg)
 
         ch = first = int(cfg.channel_mults[0] * base)
         self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])

@@ -114,68 +114,76 @@ class _StopOnSignal:
         return self.requested
 
 
-def _stop(progress: Any) -> None:
-    """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
-    if progress.live.is_started:
-        progress.stop()
-
-
 def _changes(**options: Any) -> dict[str, Any]:
     """The options the user gave (not None), as TrainConfig fields."""
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
-    """Run a training function with progress on rank 0 and turn its outcomes into exit codes."""
-    import json
+class _Display:
+    """Training events on rank 0: warnings, a progress bar from the first step, the last save."""
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    def __init__(self, chatty: bool) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-    from ..errors import PaletteError
+        self.chatty = chatty
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=err, disable=not chatty, transient=False)
+        self.bar: Any = None
+        self.saved = 0
 
-    rank0 = _rank() == 0
-    chatty = rank0 and not quiet and not as_json  # info lines and the progress bar
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=err, disable=not chatty, transient=False)
-    bar = None
-    saved = [0]
-
-    def on_event(event: Any) -> None:
-        nonlocal bar
+    def __call__(self, event: Any) -> None:
         if event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
-            if chatty:
+            if self.chatty:
                 err.print(f"training on {event.message}")
-            progress.start()  # only now: an early error prints no empty progress line
-            bar = progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
-        elif event.kind == "step" and bar is not None:
-            progress.update(bar, completed=event.step, loss=f"{event.metrics['loss']:.4f}",
-                            rate=f"{event.metrics['images_per_s']:.1f}")
+            self.progress.start()  # only now: an early error prints no empty progress line
+            self.bar = self.progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
+        elif event.kind == "step" and self.bar is not None:
+            self.progress.update(self.bar, completed=event.step, loss=f"{event.metrics['loss']:.4f}",
+                                 rate=f"{event.metrics['images_per_s']:.1f}")
         elif event.kind == "save":
-            saved[0] = event.step
+            self.saved = event.step
 
+    def stop(self) -> None:
+        """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+
+def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
+    """Run a training function with progress on rank 0 and turn its outcomes into exit codes."""
+    from ..errors import PaletteError
+
+    rank0 = _rank() == 0
+    display = _Display(chatty=rank0 and not quiet and not as_json)  # info lines and the progress bar
     with _StopOnSignal(quiet=quiet or as_json) as stop:
         try:
-            result = start(callback=on_event, should_stop=stop)
+            result = start(callback=display, should_stop=stop)
         except PaletteError as exc:
-            _stop(progress)
+            display.stop()
             if rank0:
                 raise fail(str(exc)) from None
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            _stop(progress)
+            display.stop()
             if rank0:
-                where = f"checkpoint at step {saved[0]} kept" if saved[0] else "no checkpoint written"
+                where = f"checkpoint at step {display.saved} kept" if display.saved else "no checkpoint written"
                 err.print(f"interrupted: {where} in {run_dir}")
             raise typer.Exit(130) from None
         finally:
-            _stop(progress)
-    if not rank0:
-        return
+            display.stop()
+    if rank0:
+        _finished(result, run_dir, display.chatty, as_json)
+
+
+def _finished(result: Any, run_dir: Path, chatty: bool, as_json: bool) -> None:
+    """The closing lines (or JSON object) of a run; exit 130 when it was stopped early."""
+    import json
+
     if as_json:
         out.print(json.dumps({"status": "stopped" if result.stopped else "done", "step": result.step,
                               "total": result.total, "run": str(run_dir), "model": str(result.model_dir),
