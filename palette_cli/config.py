@@ -41,6 +41,9 @@ class UNetConfig:
 
 
 SCHEDULE_KINDS = ("linear", "cosine")
+# What the network predicts (diffusion.py implements each) and the samplers (samplers.SAMPLERS).
+OBJECTIVES = ("eps", "x0", "v", "regression")
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")
 
 
 @dataclass(frozen=True)
@@ -271,18 +274,6 @@ def _task_names() -> Sequence[str]:
     return names()
 
 
-def _objectives() -> Sequence[str]:
-    from .diffusion import OBJECTIVES
-
-    return OBJECTIVES
-
-
-def _samplers() -> Sequence[str]:
-    from .samplers import SAMPLERS
-
-    return tuple(SAMPLERS)
-
-
 _FIELDS: dict[type, dict[str, Rule]] = {
     UNetConfig: {
         "in_channels": _int(1), "out_channels": _int(1), "base_channels": _int(1),
@@ -302,8 +293,8 @@ _FIELDS: dict[type, dict[str, Rule]] = {
     ModelConfig: {
         "unet": _nested(UNetConfig), "train_schedule": _nested(ScheduleConfig),
         "sample_schedule": _nested(ScheduleConfig), "tasks": _tuple(_choice(_task_names), nonempty=True),
-        "image_size": _int(1), "objective": _choice(_objectives), "residual": _bool,
-        "sampler": _choice(_samplers), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
+        "image_size": _int(1), "objective": _choice(lambda: OBJECTIVES), "residual": _bool,
+        "sampler": _choice(lambda: SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
         "format_version": _int(FORMAT_VERSION),
     },
 }

@@ -163,3 +163,10 @@ def test_load_model_takes_the_cli_dtype_names(model_dir, name, dtype):
 def test_load_model_refuses_an_unknown_dtype_name(model_dir):
     with pytest.raises(PaletteError, match="unknown dtype 'half'"):
         palette_cli.load_model(model_dir, device="cpu", dtype="half")
+
+
+def test_names_checked_here_are_the_ones_the_library_implements():
+    from palette_cli import config, diffusion, samplers
+
+    assert config.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
+    assert config.OBJECTIVES == diffusion.OBJECTIVES

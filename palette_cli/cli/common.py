@@ -1,4 +1,4 @@
-"""What every subcommand shares: the consoles, error reporting and the app runner."""
+"""What every subcommand shares: the app, the consoles, error reporting, Ctrl-C handling and the runner."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ from rich.console import Console
 
 # palette_cli.tasks.TASKS, spelled out because importing that module imports torch.
 Task = Literal["colorize", "inpaint", "uncrop", "jpeg"]
+
+app = typer.Typer(
+    name="palette",
+    help="Restore images with Palette image-to-image diffusion models: colorize, inpaint, uncrop, "
+         "JPEG artifact removal; train, finetune, convert and publish models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Restore images with Palette image-to-image diffusion models."""
+
 
 # Results on stdout, messages and progress on stderr, so `--json` output stays machine-readable.
 out = Console(highlight=False, soft_wrap=True)

@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from . import app
-from .common import Task, err, error_line, imports_done, out
+from .common import Task, app, err, error_line, imports_done, out
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import Task, err, imports_done, out
+from .common import Task, app, err, imports_done, out
 
 
 class DType(str, Enum):

@@ -17,8 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from . import app
-from .common import err, error_line, fail, imports_done, out
+from .common import app, err, error_line, fail, imports_done, out
 from .options import option_groups
 
 

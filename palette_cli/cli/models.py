@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import imports_done, out
+from .common import app, imports_done, out
 
 
 @app.command("models")

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_IMAGE_SIZE, FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, PRECISIONS, PRESETS, TrainConfig
-from . import app
-from .common import err, fail, imports_done, out
+from .common import app, err, fail, imports_done, out
 from .options import option_groups
 
 # Defaults shown in the help come from the config itself (config.py imports no torch).
