@@ -206,10 +206,11 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
 
 
 def default_card(config: cfg.ModelConfig, body: str = "") -> str:
-    """A minimal Hub model card with metadata for a model directory."""
-    tags = "".join(f"\n- {t}" for t in ("palette", "image-to-image", "diffusion", *config.tasks))
-    return (f"---\nlibrary_name: palette\npipeline_tag: image-to-image\ntags:{tags}\n---\n\n"
-            f"# Palette model ({', '.join(config.tasks)})\n\n{body}".rstrip() + "\n")
+    """The model card of a saved model directory: a title, `body`, and Hub metadata without a license."""
+    from .hub import render_card
+
+    return render_card(f"# Palette model ({', '.join(config.tasks)})\n\n{body}", tasks=config.tasks,
+                       license_line=False)
 
 
 def save_model(directory: str | os.PathLike, config: cfg.ModelConfig, network: torch.nn.Module | dict,

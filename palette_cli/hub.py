@@ -36,12 +36,15 @@ def card_metadata(tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
 
 
 def render_card(body: str, *, tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
-                extra_tags: Sequence[str] = ()) -> str:
-    """A model card: the YAML header with Hub metadata, then the markdown body."""
+                extra_tags: Sequence[str] = (), license_line: bool = True) -> str:
+    """A model card: the YAML header with Hub metadata, then the markdown body. Every card palette
+    writes comes from here; without `license_line` the header states no license (`push` adds one)."""
     from huggingface_hub import ModelCardData
 
-    data = ModelCardData(**card_metadata(tasks, license, extra_tags))
-    return f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
+    metadata = card_metadata(tasks, license, extra_tags)
+    if not license_line:
+        del metadata["license"]
+    return f"---\n{ModelCardData(**metadata).to_yaml()}\n---\n\n{body.strip()}\n"
 
 
 def complete_card(text: str, tasks: Sequence[str], license: str | None = None) -> str:
