@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from . import config as cfg
 from .atomic import atomic_path, write_text
+from .cards import render_card
 from .errors import PaletteError
 from .models_index import builtin_dir
 from .unet import UNet
@@ -207,8 +208,6 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
 
 def default_card(config: cfg.ModelConfig, body: str = "") -> str:
     """The model card of a saved model directory: a title, `body`, and Hub metadata without a license."""
-    from .hub import render_card
-
     return render_card(f"# Palette model ({', '.join(config.tasks)})\n\n{body}", tasks=config.tasks,
                        license_line=False)
 

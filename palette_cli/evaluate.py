@@ -25,6 +25,7 @@ from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
 from .files import folder_images
+from .pipeline import Sampling, autocast, resolve_sampling, restore_tensors
 from .tasks.jpeg import DEFAULT_QUALITY
 
 REPORT_VERSION = 1
@@ -143,10 +144,8 @@ def _visible_input(cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
 
 
 def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, settings: EvalSettings,
-                    sampling) -> tuple[dict, list[torch.Tensor], list[float]]:
+                    sampling: Sampling) -> tuple[dict, list[torch.Tensor], list[float]]:
     """Degrade, restore and score one ground truth: its report row, grid cells and sample-pair MS-SSIMs."""
-    from .pipeline import autocast, restore_tensors
-
     task, module = settings.task, tasks.get(settings.task)
     cond, mask = module.degrade(target, degrade_generator(settings.seed, index), **task_options(settings))
     with autocast(model, settings.dtype):
@@ -168,7 +167,7 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
     return row, [_visible_input(cond, mask), *samples, target], pairs
 
 
-def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampling) -> dict:
+def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampling: Sampling) -> dict:
     """The settings as resolved for this run, with only the options that apply to the task."""
     return {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
             "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampling.sampler,
@@ -216,8 +215,6 @@ def _report(model: PaletteModel, settings: EvalSettings, used: dict, rows: list[
 def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSettings, *,
              callback: Progress | None = None) -> EvalResult:
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
-    from .pipeline import resolve_sampling
-
     size = _check(model, settings)
     sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength)
     data = Path(data)

@@ -1,4 +1,4 @@
-"""Files: finding input images (files, folders, globs, list files), naming outputs, finding masks.
+"""Files: finding input images (files, folders, globs, list files), naming outputs, the job plan, masks.
 
 One finder serves inference, training and evaluation: the same suffixes (what Pillow opens), the
 same recursion, and our own outputs (`photo.colorize.0.png`) and hidden files always skipped, so a
@@ -145,6 +145,50 @@ def output_paths(item: InputFile, task: str, num_samples: int, output_dir: Path 
     """`OUTDIR/<relative dir>/<stem>.<task>.<i>.png`, or beside the input without an output folder."""
     folder = item.path.parent if output_dir is None else output_dir / item.relative.parent
     return [folder / f"{item.path.stem}.{task}.{i}.png" for i in range(num_samples)]
+
+
+@dataclass
+class Job:
+    """One input: its file, its output paths, which of them to write."""
+
+    item: InputFile
+    outputs: list[Path]
+    write: list[bool]
+
+
+def plan(items: Iterable[InputFile], task: str, num_samples: int, output_dir: Path | None, *,
+         skip_existing: bool = False, overwrite: bool = False) -> tuple[list[Job], int, list[str]]:
+    """The jobs of a run, how many inputs are already done, and one message per input refused.
+
+    An input is refused when its outputs would clash with another input's, overwrite an input, or
+    exist already (unless `skip_existing` or `overwrite`)."""
+    items = list(items)
+    input_keys = {item.path.resolve() for item in items}
+    claimed: dict[Path, Path] = {}
+    jobs, skipped, problems = [], 0, []
+    for item in items:
+        outputs = output_paths(item, task, num_samples, output_dir)
+        keys = [p.resolve() for p in outputs]
+        clash = next((claimed[k] for k in keys if k in claimed), None)
+        if clash is not None:
+            problems.append(f"{item.path}: its output {outputs[0].name} would also be written for {clash}; "
+                            f"rename one of them or restore them into different folders")
+            continue
+        if any(k in input_keys for k in keys):
+            problems.append(f"{item.path}: an output would overwrite another input ({outputs[0]}); use -o")
+            continue
+        exists = [p.exists() for p in outputs]
+        if any(exists) and not (skip_existing or overwrite):
+            first = outputs[exists.index(True)]
+            problems.append(f"{first}: already exists; use --skip-existing to keep it or --overwrite to replace it")
+            continue
+        claimed.update(dict.fromkeys(keys, item.path))
+        write = [not (e and skip_existing) for e in exists]
+        if not any(write):
+            skipped += 1
+            continue
+        jobs.append(Job(item, outputs, write))
+    return jobs, skipped, problems
 
 
 def find_mask(mask_dir: Path, item: InputFile) -> Path:

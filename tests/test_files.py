@@ -51,3 +51,20 @@ def test_training_and_evaluation_skip_our_outputs_and_hidden_files_like_inferenc
     assert sorted(p.relative_to(tmp_path).as_posix() for p in eval_images(tmp_path)) == sorted(expected)
     inputs, _ = files.find_inputs([str(tmp_path)], recursive=True)
     assert sorted(i.relative.as_posix() for i in inputs) == sorted(expected)
+
+
+def test_plan_refuses_clashes_and_existing_outputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    items = [files.InputFile(tmp_path / "a" / "x.jpg", Path("x.jpg")), files.InputFile(tmp_path / "b" / "x.png", Path("x.png")),
+             files.InputFile(tmp_path / "a" / "y.jpg", Path("y.jpg"))]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "y.jpeg.0.png").write_bytes(b"x")
+    jobs, skipped, problems = files.plan(items, "jpeg", 1, out)
+    assert [job.item.path.name for job in jobs] == ["x.jpg"] and skipped == 0
+    assert "would also be written for" in problems[0] and "y.jpeg.0.png: already exists" in problems[1]
+    jobs, skipped, problems = files.plan(items[2:], "jpeg", 1, out, skip_existing=True)
+    assert jobs == [] and skipped == 1 and problems == []
+    jobs, _, _ = files.plan(items[2:], "jpeg", 1, out, overwrite=True)
+    assert jobs[0].write == [True]

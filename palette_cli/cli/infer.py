@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from .common import app, err, error_line, fail, imports_done, out
 from .options import option_groups
+
+if TYPE_CHECKING:  # the library imports torch; the commands import it only when they run
+    from ..files import Job
+    from ..pipeline import Sampling
 
 
 class Sampler(str, Enum):
@@ -229,15 +233,6 @@ def jpeg_command(
 # --- the shared run -------------------------------------------------------------------------
 
 
-@dataclass
-class _Job:
-    """One input: its file, its output paths, which of them to write."""
-
-    item: Any  # files.InputFile
-    outputs: list[Path]
-    write: list[bool]
-
-
 def _read_args(args: list[str]) -> list[str]:
     """Arguments with `-` replaced by the paths read from stdin, one per line."""
     expanded = []
@@ -249,39 +244,16 @@ def _read_args(args: list[str]) -> list[str]:
     return expanded
 
 
-def _plan(req: Request, report) -> tuple[list[_Job], int]:
-    """Expand the inputs into jobs; report bad ones; return the jobs and how many were skipped."""
+def _plan(req: Request, report) -> tuple[list[Job], int]:
+    """Expand the inputs into jobs (files.Job); report bad ones; return the jobs and how many were skipped."""
     from .. import files
 
     opts = req.outputs
     items, problems = files.find_inputs(_read_args(req.inputs), recursive=opts.recursive)
-    for problem in problems:
+    jobs, skipped, refused = files.plan(items, req.task, req.sampling.num_samples, opts.output,
+                                        skip_existing=opts.skip_existing, overwrite=opts.overwrite)
+    for problem in problems + refused:
         report(problem)
-    input_keys = {item.path.resolve() for item in items}
-    claimed: dict[Path, Path] = {}
-    jobs, skipped = [], 0
-    for item in items:
-        outputs = files.output_paths(item, req.task, req.sampling.num_samples, opts.output)
-        keys = [p.resolve() for p in outputs]
-        clash = next((claimed[k] for k in keys if k in claimed), None)
-        if clash is not None:
-            report(f"{item.path}: its output {outputs[0].name} would also be written for {clash}; "
-                   f"rename one of them or restore them into different folders")
-            continue
-        if any(k in input_keys for k in keys):
-            report(f"{item.path}: an output would overwrite another input ({outputs[0]}); use -o")
-            continue
-        exists = [p.exists() for p in outputs]
-        if any(exists) and not (opts.skip_existing or opts.overwrite):
-            first = outputs[exists.index(True)]
-            report(f"{first}: already exists; use --skip-existing to keep it or --overwrite to replace it")
-            continue
-        claimed.update(dict.fromkeys(keys, item.path))
-        write = [not (e and opts.skip_existing) for e in exists]
-        if not any(write):
-            skipped += 1
-            continue
-        jobs.append(_Job(item, outputs, write))
     return jobs, skipped
 
 
@@ -375,7 +347,7 @@ def _load(req: Request):
         raise fail(str(exc), 2) from None
 
 
-def _prepared(state: _Run, jobs: list[_Job], model):
+def _prepared(state: _Run, jobs: list[Job], model):
     """(job, prepared photo) for each input that can be read; the others are reported and skipped."""
     from .. import files, images, pipeline
     from ..errors import PaletteError
@@ -395,7 +367,7 @@ def _prepared(state: _Run, jobs: list[_Job], model):
             state.progress.advance(state.file_bar)
 
 
-def _restore_all(state: _Run, jobs: list[_Job], model, sampling) -> None:
+def _restore_all(state: _Run, jobs: list[Job], model, sampling: Sampling) -> None:
     """Stream every input through the model and write its outputs as they come."""
     from .. import __version__, pipeline
 
@@ -411,7 +383,7 @@ def _restore_all(state: _Run, jobs: list[_Job], model, sampling) -> None:
         state.progress.advance(state.file_bar)
 
 
-def _write(model, job: _Job, result, req: Request, sampling, report, version: str) -> tuple[int, bool]:
+def _write(model, job: Job, result, req: Request, sampling: Sampling, report, version: str) -> tuple[int, bool]:
     """Write the outputs of one input atomically; return how many were written and if all were."""
     from .. import images, pipeline
     from ..errors import PaletteError
