@@ -1,4 +1,7 @@
-"""Training images: find them (folders, list files), check they decode, crop and flip them.
+"""Training images: check they decode, crop and flip them, degrade them with their task.
+
+Files are found by `files.find_images` (folders, images, list files) and decoded by
+`images.load_photo`, exactly as inference finds and decodes them.
 
 Every random draw of an item comes from a generator derived from (seed, item index), so item k of
 a run is the same image, crop, flip, task and degradation whatever the number of processes, the

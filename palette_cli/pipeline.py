@@ -9,10 +9,10 @@ Three levels, each usable alone:
 - `prepare` / `finish`: one photo -> conditioning tensors (one per tile or crop) -> full-resolution
   outputs, as the task's module (`tasks/<task>.py`) does it. `restore_stream` runs many prepared
   photos through `restore_tensors` together.
+- `restore`: one photo (path or PIL image) -> list of PIL images.
 
 Sampler, steps and strength are resolved against the model once (`resolve_sampling`) into a
 `Sampling` that the sampling loop and the PNG metadata both read.
-- `restore`: one photo (path or PIL image) -> list of PIL images.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from .tasks.base import Prepared
 
 Callback = Callable[[int, int], None]
 K = TypeVar("K")
-
 
 
 # --- batched sampling at the model's resolution ---------------------------------------------

@@ -189,3 +189,30 @@ def test_with_alpha_places_alpha_at_offset():
     out = images.with_alpha(rgb, Image.new("L", (4, 2), 9), (3, 1))
     alpha = np.asarray(out.getchannel("A"))
     assert (alpha[1:3, 3:7] == 9).all() and alpha.sum() == 255 * (60 - 8) + 9 * 8
+
+
+def test_training_evaluation_and_inference_decode_the_same_pixels(tmp_path):
+    from palette_cli.data import load_rgb
+    from palette_cli.evaluate import load_ground_truth
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), mode="RGB")
+    sixteen = Image.fromarray((rng.integers(0, 65536, (40, 56))).astype(np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (40, 56), dtype=np.uint8), mode="L"))
+    paletted = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    paletted.info["transparency"] = 3
+    files = {"16bit.png": sixteen, "rgba.png": rgba, "cmyk.jpg": rgb.convert("CMYK"), "p.png": paletted,
+             "gray.png": rgb.convert("L")}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        photo = images.load_photo(tmp_path / name).rgb
+        assert np.array_equal(np.asarray(load_rgb(tmp_path / name)), np.asarray(photo)), name
+        truth = load_ground_truth(tmp_path / name, 32)
+        expected = photo.resize((45, 32), Image.Resampling.BICUBIC).crop((6, 0, 38, 32))
+        assert np.array_equal(np.asarray(images.to_pil(truth)), np.asarray(expected)), name
+    # 16-bit is scaled to 8 bits (65535 -> 255), not clipped to white as Image.convert("RGB") does.
+    got = np.asarray(load_rgb(tmp_path / "16bit.png"))[..., 0].astype(int)
+    want = np.clip(np.rint(np.asarray(sixteen).astype(float) / 257), 0, 255).astype(int)
+    assert np.array_equal(got, want)
