@@ -191,7 +191,9 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
 #
 # One rule per field: a function (value, where) -> the value to store, raising PaletteError that
 # names the field. Nested configs are rules too (`_nested`), so adding an optional block to
-# config.json is one dataclass, one table entry and, if needed, one cross-field check.
+# config.json is one dataclass, its own entry in _FIELDS, one field rule such as
+# `"encoder": _optional(_nested(EncoderConfig))` in ModelConfig's entry, and, if it needs one,
+# a cross-field check in _CHECKS.
 
 Rule = Callable[[Any, str], Any]
 
@@ -257,6 +259,22 @@ def _tuple(item: Rule, *, nonempty: bool) -> Rule:
             raise _fail(where, "must not be empty", value)
         return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
     return rule
+
+
+def _text(*, nonempty: bool = True) -> Rule:
+    """A string (not empty unless allowed)."""
+    def rule(value: Any, where: str) -> str:
+        if not isinstance(value, str) or (nonempty and not value):
+            raise _fail(where, "must be a non-empty string" if nonempty else "must be a string", value)
+        return value
+    return rule
+
+
+def _optional(rule: Rule) -> Rule:
+    """`rule`, or null (JSON) / None for a field that may be absent."""
+    def optional(value: Any, where: str) -> Any:
+        return None if value is None else rule(value, where)
+    return optional
 
 
 def _nested(cls: type) -> Rule:
@@ -353,7 +371,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
     prefix = "" if where == "config" else f"{where}."
     kwargs = {name: rules[name](value, prefix + name) for name, value in data.items()}
     obj = cls(**kwargs)
-    _CHECKS[cls](obj, where)
+    if cls in _CHECKS:
+        _CHECKS[cls](obj, where)
     return obj
 
 

@@ -68,8 +68,6 @@ def predict_eps(x_t: torch.Tensor, gamma: torch.Tensor, x0: torch.Tensor) -> tor
     return (x_t - g.sqrt() * x0) / (1 - g).sqrt()
 
 
-
-
 def split_prediction(pred: torch.Tensor, x_t: torch.Tensor, gamma: torch.Tensor, objective: str
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, eps) implied by the network output for each objective."""

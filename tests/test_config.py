@@ -170,3 +170,18 @@ def test_names_checked_here_are_the_ones_the_library_implements():
 
     assert config.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
     assert config.OBJECTIVES == diffusion.OBJECTIVES
+
+
+def test_rules_for_an_optional_nested_block():
+    """What an optional block of config.json (such as an encoder) gets: null, or a checked object."""
+    from palette_cli.config import ScheduleConfig, _nested, _optional, _text
+
+    rule = _optional(_nested(ScheduleConfig))
+    assert rule(None, "block") is None
+    assert rule({"kind": "cosine"}, "block") == ScheduleConfig(kind="cosine")
+    for bad, message in (([], "block: must be a JSON object"), ({"kind": 3}, "block.kind: must be one of"),
+                         ({"wings": 1}, "block: unknown field")):
+        with pytest.raises(PaletteError, match=message):
+            rule(bad, "block")
+    with pytest.raises(PaletteError, match="name: must be a non-empty string"):
+        _text()("", "name")

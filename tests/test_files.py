@@ -56,7 +56,8 @@ def test_training_and_evaluation_skip_our_outputs_and_hidden_files_like_inferenc
 def test_plan_refuses_clashes_and_existing_outputs(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    items = [files.InputFile(tmp_path / "a" / "x.jpg", Path("x.jpg")), files.InputFile(tmp_path / "b" / "x.png", Path("x.png")),
+    items = [files.InputFile(tmp_path / "a" / "x.jpg", Path("x.jpg")),
+             files.InputFile(tmp_path / "b" / "x.png", Path("x.png")),
              files.InputFile(tmp_path / "a" / "y.jpg", Path("y.jpg"))]
     out = tmp_path / "out"
     out.mkdir()

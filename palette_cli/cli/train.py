@@ -224,7 +224,8 @@ def train_command(
     preset: Annotated[str | None, typer.Option(
         help=f"Network size: {', '.join(list(PRESETS)[:-1])} or {list(PRESETS)[-1]} "
              f"\\[default: {_D.preset}].")] = None,
-    steps: Annotated[int | None, typer.Option(help=f"Total optimizer steps of the run \\[default: {_D.steps}].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help=f"Total optimizer steps of the run \\[default: {_D.steps}].")] = None,
     lr: Annotated[float | None, typer.Option(help=f"Adam learning rate after warmup \\[default: {_D.lr:g}].")] = None,
     warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps \\[default: {_D.warmup}].")] = None,
     objective: Annotated[str | None, typer.Option(help=f"What the network predicts: x0 (the clean image), v, eps "
