@@ -31,6 +31,7 @@ from PIL import Image
 
 from . import diffusion, images, samplers, seeds, tasks
 from .checkpoint import DTYPES, PaletteModel
+from .config import ModelConfig
 from .errors import PaletteError
 from .tasks.base import Prepared
 
@@ -50,10 +51,10 @@ class Sampling:
     strength: float  # start level: 1 = pure noise, < 1 = the noised source
 
 
-def resolve_sampling(model: PaletteModel, sampler: str | None = None, steps: int | None = None,
+def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = None, steps: int | None = None,
                      strength: float | None = None) -> Sampling:
-    """The model's defaults for what is None, checked against its schedule (PaletteError if impossible)."""
-    config = model.config
+    """The model's defaults (a model or its config) for what is None, checked against its schedule."""
+    config = model if isinstance(model, ModelConfig) else model.config
     strength = config.strength if strength is None else strength
     if config.objective == "regression":
         return Sampling("regression", 1, strength)

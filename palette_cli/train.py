@@ -46,6 +46,7 @@ from .data import CROP_MODES, TrainingImages, check_images, find_images, validat
 from .diffusion import gammas as schedule_gammas
 from .diffusion import OBJECTIVES, training_loss
 from .errors import PaletteError
+from .pipeline import resolve_sampling
 from .samplers import sample
 
 MODEL_DIR = "model"
@@ -613,14 +614,15 @@ class _Trainer:
         cond = torch.stack([v.cond for v in self.validation]).to(self.d.device)
         out = torch.empty_like(target)
         gammas = schedule_gammas(mc.sample_schedule).to(self.d.device)
+        how = resolve_sampling(mc, steps=c.sample_steps)
         for t in sorted({v.task for v in self.validation}):  # one sampler call per task: masks differ
             rows = [i for i, v in enumerate(self.validation) if v.task == t]
             mask = None
             if task_modules.get(c.tasks[t]).MASKED:
                 mask = torch.stack([self.validation[i].mask for i in rows]).to(self.d.device)
-            out[rows] = sample(self.ema, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
+            out[rows] = sample(self.ema, cond[rows], gammas, sampler=how.sampler, steps=how.steps,
                                generators=[seeds.generator(c.seed, i) for i in rows], mask=mask,
-                               objective=mc.objective, residual=mc.residual, strength=mc.strength)
+                               objective=mc.objective, residual=mc.residual, strength=how.strength)
         path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
         path.parent.mkdir(exist_ok=True)
         write_grid(path, [[cond[i], out[i], target[i]] for i in range(len(out))])
