@@ -359,3 +359,14 @@ def test_dpmpp_and_strength_reach_the_sampler(tmp_path, tiny_model_dir):
     bad = CliRunner().invoke(app, ["jpeg", str(photos[0]), "-o", str(tmp_path / "bad"), "--model",
                                    str(tiny_model_dir), "--strength", "0"])
     assert bad.exit_code == 2 and "strength" in bad.output
+
+
+def test_uncrop_half_doubles_a_seven_pixel_photo(tmp_path, tiny_model_dir):
+    with Image.open(PHOTOS[0]) as im:
+        im.convert("RGB").crop((0, 0, 7, 5)).save(tmp_path / "small.png")
+    result = palette("uncrop", tmp_path / "small.png", "-o", tmp_path / "out", "--model", tiny_model_dir,
+                     "--side", "right", "--ratio", "0.5")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "small.uncrop.0.png") as out:
+        assert out.size == (14, 5)
+        assert np.array_equal(np.asarray(out.convert("RGB"))[:, :7], pixels(tmp_path / "small.png"))
