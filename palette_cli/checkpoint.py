@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from . import config as cfg
 from .atomic import atomic_path, write_text
+from .cards import render_card
 from .errors import PaletteError
 from .models_index import builtin_dir
 from .unet import UNet
@@ -187,13 +188,31 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+# Precision names, as the command line spells them ("auto" loads float32: autocast gives the speed).
+DTYPES = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A torch dtype from a precision name (auto, fp32, fp16, bf16), a torch dtype or None (float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise PaletteError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)} or a torch.dtype")
+
+
 def load_model(spec: str | os.PathLike, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None) -> PaletteModel:
-    """Load a model from a built-in name, a local directory or a Hub id (`org/name[@rev]`)."""
+               dtype: str | torch.dtype | None = None) -> PaletteModel:
+    """Load a model from a built-in name, a local directory or a Hub id (`org/name[@rev]`).
+
+    `dtype` takes the command line's names (auto, fp32, fp16, bf16) or a torch dtype."""
+    dtype = as_dtype(dtype)
     directory = resolve(spec)
     config = read_config(directory)
     network = build_network(config, read_weights(directory), where=str(directory / WEIGHTS_NAME))
-    network = network.to(device=pick_device(device), dtype=dtype or torch.float32)
+    network = network.to(device=pick_device(device), dtype=dtype)
     if network.out[2].weight.device.type == "cpu":
         # oneDNN's CPU convolutions are faster on NHWC weights (1.2-1.4x here, more under bf16).
         network = network.to(memory_format=torch.channels_last)
@@ -201,10 +220,9 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
 
 
 def default_card(config: cfg.ModelConfig, body: str = "") -> str:
-    """A minimal Hub model card with metadata for a model directory."""
-    tags = "".join(f"\n- {t}" for t in ("palette", "image-to-image", "diffusion", *config.tasks))
-    return (f"---\nlibrary_name: palette\npipeline_tag: image-to-image\ntags:{tags}\n---\n\n"
-            f"# Palette model ({', '.join(config.tasks)})\n\n{body}".rstrip() + "\n")
+    """The model card of a saved model directory: a title, `body`, and Hub metadata without a license."""
+    return render_card(f"# Palette model ({', '.join(config.tasks)})\n\n{body}", tasks=config.tasks,
+                       license_line=False)
 
 
 def save_model(directory: str | os.PathLike, config: cfg.ModelConfig, network: torch.nn.Module | dict,

@@ -1,4 +1,4 @@
-"""Typed configuration: the network, the noise schedules, the model directory, size presets.
+"""Typed configuration: the network, the schedules, the model directory, presets, training runs.
 
 Everything here is a frozen dataclass with its defaults in one place; `to_dict`/`from_dict`
 turn a `ModelConfig` into the `config.json` of a model directory and back.
@@ -7,6 +7,9 @@ turn a `ModelConfig` into the `config.json` of a model directory and back.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,15 +41,11 @@ class UNetConfig:
     encoder_channels: int = 0  # channels of a frozen encoder's feature map fed in (0: none; see unet.py)
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """A beta schedule; gamma_t = prod_{s<=t} (1 - beta_s) is Palette's noise level."""
-
-    kind: str = "linear"  # "linear" or "cosine"
-    num_steps: int = 2000
-    beta_start: float = 1e-6  # linear only
-    beta_end: float = 1e-2  # linear only
-    cosine_s: float = 8e-3  # cosine only (Nichol & Dhariwal's offset)
+SCHEDULE_KINDS = ("linear", "cosine")
+# What the network predicts (diffusion.py implements each) and the samplers (samplers.SAMPLERS).
+OBJECTIVES = ("eps", "x0", "v", "regression")
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")
+ENCODER_NAMES = ("efficientnet-lite0",)  # frozen pretrained encoders palette knows (features.py)
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,17 @@ class EncoderConfig:
     size: int = 256  # input side; the feature map is size / 32 on a side
     dropout: float = 0.1  # training: share of items whose features are zeroed (the null condition)
     guidance: float = 0.0  # sampling: classifier-free guidance weight over the features (guidance.py)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A beta schedule; gamma_t = prod_{s<=t} (1 - beta_s) is Palette's noise level."""
+
+    kind: str = "linear"  # one of SCHEDULE_KINDS
+    num_steps: int = 2000
+    beta_start: float = 1e-6  # linear only
+    beta_end: float = 1e-2  # linear only
+    cosine_s: float = 8e-3  # cosine only (Nichol & Dhariwal's offset)
 
 
 # Palette, Appendix A: train on 2000 steps linear 1e-6..0.01, sample on 1000 steps 1e-4..0.09.
@@ -108,6 +118,90 @@ def preset(name: str) -> UNetConfig:
         raise PaletteError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
+# --- training -------------------------------------------------------------------------------
+
+DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}  # crop size of a new run per preset
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
+FREEZE = ("none", "encoder", "decoder")
+# Finetuning starts from trained weights: a smaller step and a short warmup.
+FINETUNE_LR = 2e-5
+FINETUNE_WARMUP = 500
+FINETUNE_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a new run of one task trains and how its model samples, chosen by measurement.
+
+    The `small` network was trained with every objective, with and without residual diffusion, for
+    the same budget (600 steps of 8 images at 64 px, 8.4 minutes on one CPU thread) and scored with
+    `palette eval` on cbsd68: x0 with residual diffusion was the best diffusion setting on both
+    tasks measured (jpeg q10 and colorize), and a few DDIM steps from pure noise beat more steps and DPM-Solver++, while
+    strength < 1 cost PSNR (jpeg) or colour (colorize). The table is in the CHANGELOG;
+    `--objective eps` trains Palette's own parameterisation.
+    """
+
+    objective: str
+    residual: bool
+    sampler: str
+    steps: int
+    strength: float = 1.0
+
+
+RECIPES = {
+    "colorize": Recipe("x0", True, "ddim", 4),  # 4 steps: colourfulness >= 20 while still above the gray PSNR
+    "jpeg": Recipe("x0", True, "ddim", 2),
+    "inpaint": Recipe("x0", True, "ddim", 1),  # measured with the built-in inpaint model (its card)
+    "uncrop": Recipe("x0", True, "ddim", 1),
+}
+
+
+def recipe(tasks: Sequence[str]) -> Recipe:
+    """The recipe of a run's first task (a generalist follows its first task)."""
+    return RECIPES.get(tasks[0] if tasks else "", RECIPES["colorize"])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run; recorded in state.pt."""
+
+    tasks: tuple[str, ...] = ("colorize",)  # several tasks train one generalist model
+    preset: str = "small"  # network size (config.PRESETS); ignored when finetuning
+    image_size: int | None = None  # crop size; None: the preset's default or the finetuned model's
+    batch_size: int = 8  # images per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per optimizer step
+    steps: int = 10_000  # total optimizer steps of the run
+    lr: float = 1e-4  # Adam learning rate after warmup (Palette: 1e-4)
+    warmup: int = 10_000  # linear warmup steps (Palette: 10k)
+    ema_decay: float = 0.9999  # ceiling of the EMA decay min(decay, (1 + n) / (10 + n))
+    loss: str = "l2"  # "l2" (Palette) or "l1"
+    # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the task's recipe.
+    objective: str | None = None
+    residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
+    perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
+    seed: int = 0
+    workers: int = 0  # data loader processes; 0 loads in the training process
+    save_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    sample_every: int = 1000  # steps between sample grids; 0 disables them
+    log_every: int = 10  # steps per metrics.jsonl line
+    freeze: str = "none"  # "encoder", "decoder" or "none": parts left untrained
+    crop: str = "native"  # "native" crops at the photo's resolution, "fit" shrinks it first
+    sample_count: int = 4  # rows of the sample grid
+    sample_steps: int | None = None  # sampler steps for grids; None: the model's default
+
+    def __post_init__(self) -> None:
+        # Unset objective and residual come from the first task's measured recipe (residual only
+        # with the recipe's objective: `--objective eps` alone is Palette's own setup), so a saved
+        # state always names both explicitly.
+        r = recipe(self.tasks)
+        if self.objective is None:
+            object.__setattr__(self, "objective", r.objective)
+        if self.residual is None:
+            object.__setattr__(self, "residual", r.residual and self.objective == r.objective)
+
+
 def to_dict(config: ModelConfig) -> dict[str, Any]:
     """A JSON-ready dict of a model config; a model without an encoder is written as before encoders
     existed, so older readers still load it."""
@@ -119,38 +213,223 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     return data
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
+# --- validation -------------------------------------------------------------------------------
+#
+# One rule per field: a function (value, where) -> the value to store, raising PaletteError that
+# names the field. Nested configs are rules too (`_nested`), so adding an optional block to
+# config.json is one dataclass, its own entry in _FIELDS, one field rule such as
+# `"encoder": _optional(_nested(EncoderConfig))` in ModelConfig's entry, and, if it needs one,
+# a cross-field check in _CHECKS.
+
+Rule = Callable[[Any, str], Any]
+
+
+def _fail(where: str, problem: str, value: Any) -> PaletteError:
+    return PaletteError(f"{where}: {problem}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _int(low: int, *, allow: tuple[int, ...] = ()) -> Rule:
+    """An integer >= low (or one of the sentinel values in `allow`)."""
+    def rule(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, "must be an integer", value)
+        if value < low and value not in allow:
+            sentinel = f" (or {', '.join(map(str, allow))})" if allow else ""
+            raise _fail(where, f"must be at least {low}{sentinel}", value)
+        return value
+    return rule
+
+
+def _float(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A finite number in [low, high], either end open on request."""
+    def rule(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _fail(where, "must be a number", value)
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise _fail(where, f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}",
+                        value)
+        return float(value) if isinstance(value, int) else value
+    return rule
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, "must be true or false", value)
+    return value
+
+
+def _choice(names: Callable[[], Sequence[str]]) -> Rule:
+    """One of the names `names()` returns (asked late: some live in modules that import torch)."""
+    def rule(value: Any, where: str) -> str:
+        known = tuple(names())
+        if not isinstance(value, str) or value not in known:
+            raise _fail(where, f"must be one of {', '.join(known)}", value)
+        return value
+    return rule
+
+
+def _tuple(item: Rule, *, nonempty: bool) -> Rule:
+    """A JSON list of items, stored as a tuple."""
+    def rule(value: Any, where: str) -> tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, "must be a list", value)
+        if nonempty and not value:
+            raise _fail(where, "must not be empty", value)
+        return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return rule
+
+
+def _text(*, nonempty: bool = True) -> Rule:
+    """A string (not empty unless allowed)."""
+    def rule(value: Any, where: str) -> str:
+        if not isinstance(value, str) or (nonempty and not value):
+            raise _fail(where, "must be a non-empty string" if nonempty else "must be a string", value)
+        return value
+    return rule
+
+
+def _optional(rule: Rule) -> Rule:
+    """`rule`, or null (JSON) / None for a field that may be absent."""
+    def optional(value: Any, where: str) -> Any:
+        return None if value is None else rule(value, where)
+    return optional
+
+
+def _nested(cls: type) -> Rule:
+    """A JSON object holding the config dataclass `cls`."""
+    def rule(value: Any, where: str) -> Any:
+        if isinstance(value, cls):
+            value = dataclasses.asdict(value)
+        return _build(cls, value, where)
+    return rule
+
+
+def _task_names() -> Sequence[str]:
+    from .tasks import names
+
+    return names()
+
+
+_FIELDS: dict[type, dict[str, Rule]] = {
+    UNetConfig: {
+        "in_channels": _int(1), "out_channels": _int(1), "base_channels": _int(1),
+        "channel_mults": _tuple(_int(1), nonempty=True), "num_res_blocks": _int(1),
+        "attn_factors": _tuple(_int(1), nonempty=False), "num_heads": _int(1),
+        "num_head_channels": _int(1, allow=(-1,)), "num_heads_upsample": _int(1, allow=(-1,)),
+        "dropout": _float(0.0, 1.0, high_open=True), "use_scale_shift_norm": _bool,
+        "resblock_updown": _bool, "conv_resample": _bool, "legacy_attention_order": _bool,
+        "noise_embed_scale": _float(0.0, math.inf, low_open=True), "encoder_channels": _int(0),
+    },
+    EncoderConfig: {
+        "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),
+        "dropout": _float(0.0, 1.0, high_open=True), "guidance": _float(0.0, math.inf),
+    },
+    ScheduleConfig: {
+        "kind": _choice(lambda: SCHEDULE_KINDS), "num_steps": _int(2),
+        "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),
+        "beta_end": _float(0.0, 1.0, low_open=True, high_open=True),
+        "cosine_s": _float(0.0, 1.0, high_open=True),
+    },
+    ModelConfig: {
+        "unet": _nested(UNetConfig), "train_schedule": _nested(ScheduleConfig),
+        "sample_schedule": _nested(ScheduleConfig), "tasks": _tuple(_choice(_task_names), nonempty=True),
+        "image_size": _int(1), "objective": _choice(lambda: OBJECTIVES), "residual": _bool,
+        "sampler": _choice(lambda: SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
+        "format_version": _int(FORMAT_VERSION), "encoder": _optional(_nested(EncoderConfig)),
+    },
+}
+
+
+def _check_unet(u: UNetConfig, where: str) -> None:
+    """Channel counts the network can be built with: GroupNorm(32) and whole attention heads."""
+    ds, attention = 1, []
+    for level, mult in enumerate(u.channel_mults):
+        ch = u.base_channels * mult
+        if ch % 32:
+            raise PaletteError(f"{where}: base_channels x channel_mults[{level}] = {ch} must be a multiple of "
+                               f"32 (GroupNorm uses 32 groups)")
+        if ds in u.attn_factors or level == len(u.channel_mults) - 1:
+            attention.append(ch)
+        ds *= 2
+    for ch in attention:
+        if u.num_head_channels != -1 and ch % u.num_head_channels:
+            raise PaletteError(f"{where}: {ch} channels are not divisible by num_head_channels "
+                               f"{u.num_head_channels}")
+        for name in ("num_heads", "num_heads_upsample"):
+            heads = getattr(u, name)
+            if u.num_head_channels == -1 and heads != -1 and ch % heads:
+                raise PaletteError(f"{where}: {ch} channels are not divisible by {name} {heads}")
+
+
+def _check_encoder(e: EncoderConfig, where: str) -> None:
+    if e.size % 32:
+        raise PaletteError(f"{where}.size: {e.size} must be a multiple of 32 (the encoder's stride)")
+
+
+def _check_schedule(s: ScheduleConfig, where: str) -> None:
+    if s.kind == "linear" and s.beta_start > s.beta_end:
+        raise PaletteError(f"{where}: beta_start {s.beta_start} is larger than beta_end {s.beta_end}")
+
+
+def _check_model(c: ModelConfig, where: str) -> None:
+    factor = 2 ** (len(c.unet.channel_mults) - 1)
+    if c.image_size % factor:
+        raise PaletteError(f"image_size: {c.image_size} must be a multiple of {factor} (the network "
+                           f"halves the image {len(c.unet.channel_mults) - 1} times)")
+    if (c.encoder is None) != (c.unet.encoder_channels == 0):
+        raise PaletteError(f"encoder: the network takes {c.unet.encoder_channels} encoder channels but the "
+                           f"config names {'no encoder' if c.encoder is None else c.encoder.name}")
+    if c.steps > c.sample_schedule.num_steps:
+        raise PaletteError(f"steps: {c.steps} is more than the {c.sample_schedule.num_steps} steps "
+                           f"of sample_schedule")
+
+
+# Checks that involve several fields of one config, run after its fields are valid.
+_CHECKS: dict[type, Callable[[Any, str], None]] = {
+    UNetConfig: _check_unet, ScheduleConfig: _check_schedule, ModelConfig: _check_model,
+    EncoderConfig: _check_encoder,
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """`cls` from a JSON object, every field checked by its rule; missing fields keep their defaults."""
+    if not isinstance(data, dict):
+        raise _fail(where, "must be a JSON object", data)
+    rules = _FIELDS[cls]
+    unknown = sorted(set(data) - set(rules))
     if unknown:
-        raise PaletteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    kwargs = {}
-    for name, value in data.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+        raise PaletteError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    prefix = "" if where == "config" else f"{where}."
+    kwargs = {name: rules[name](value, prefix + name) for name, value in data.items()}
+    obj = cls(**kwargs)
+    if cls in _CHECKS:
+        _CHECKS[cls](obj, where)
+    return obj
+
+
+def validate(config: ModelConfig) -> ModelConfig:
+    """Check every field of a config built in code, as `from_dict` does for config.json."""
+    return from_dict(to_dict(config))
 
 
 def from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a `ModelConfig` from `config.json` content, refusing unknown versions and fields."""
-    version = data.get("format_version")
+    """Rebuild a `ModelConfig` from `config.json` content, checking every field.
+
+    Unknown versions and fields, wrong types, out-of-range values, unknown names and channel
+    counts the network cannot be built with raise `PaletteError` naming the field.
+    """
+    version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise PaletteError(
             f"config format version {version!r} is not supported (this palette reads version "
             f"{FORMAT_VERSION}); upgrade palette or re-export the model"
         )
-    data = dict(data)
-    try:
-        unet = _build(UNetConfig, data.pop("unet", {}), "unet")
-        train = _build(ScheduleConfig, data.pop("train_schedule", {}), "train_schedule")
-        sample = _build(ScheduleConfig, data.pop("sample_schedule", {}), "sample_schedule")
-        encoder = data.pop("encoder", None)
-        if encoder is not None:
-            if not isinstance(encoder, dict):
-                raise PaletteError("encoder: expected an object or null")
-            encoder = _build(EncoderConfig, encoder, "encoder")
-        return _build(ModelConfig, {**data, "unet": unet, "train_schedule": train,
-                                    "sample_schedule": sample, "encoder": encoder}, "config")
-    except TypeError as err:
-        raise PaletteError(f"config: {err}") from None
+    return _build(ModelConfig, data, "config")

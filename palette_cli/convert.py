@@ -9,6 +9,7 @@ every key must map and every shape must match, or nothing is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -326,12 +327,14 @@ def _layer_kinds(state: dict[str, torch.Tensor], part: str) -> dict[int, dict[in
     return kinds
 
 
+def _layout_error(where: Path, why: str) -> PaletteError:
+    return PaletteError(f"{where}: cannot infer the network layout from the weights ({why}); "
+                        f"pass the trainer's config with --config")
+
+
 def infer_unet(state: dict[str, torch.Tensor], where: Path) -> dict[str, Any]:
     """`UNetConfig` fields read off the tensor shapes (all but the attention heads and their order)."""
-    def fail(why: str) -> PaletteError:
-        return PaletteError(f"{where}: cannot infer the network layout from the weights ({why}); "
-                            f"pass the trainer's config with --config")
-
+    fail = functools.partial(_layout_error, where)
     try:
         base = state["cond_embed.0.weight"].shape[1]  # Linear(base, 4 * base)
         first, in_channels = state["input_blocks.0.0.weight"].shape[:2]

@@ -1,4 +1,7 @@
-"""Training images: find them (folders, list files), check they decode, crop and flip them.
+"""Training images: check they decode, crop and flip them, degrade them with their task.
+
+Files are found by `files.find_images` (folders, images, list files) and decoded by
+`images.load_photo`, exactly as inference finds and decodes them.
 
 Every random draw of an item comes from a generator derived from (seed, item index), so item k of
 a run is the same image, crop, flip, task and degradation whatever the number of processes, the
@@ -7,86 +10,33 @@ number of loader workers or whether the run was resumed: that is what makes resu
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from . import seeds
+from . import tasks as tasks_module  # `tasks` names a run's task list below
 from .errors import PaletteError
-from .images import to_tensor
-from .samplers import sample_generator
-from .tasks import MASKED_TASKS, TASKS, degrade, encoder_view
+from .files import find_images  # noqa: F401 (training sources are found by the one file finder)
+from .images import load_photo, to_tensor
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 CROP_MODES = ("native", "fit")
 
 Warn = Callable[[str], None]
 
-# Offsets of the generator streams, so the epoch shuffles never share a stream with an item.
-_SHUFFLE_STREAM = 1 << 40
-VALIDATION_STREAM = 1 << 41
-
-
-def _is_image_name(path: Path) -> bool:
-    """Whether the file name has an image extension (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _read_list_file(path: Path) -> list[Path]:
-    """Paths listed in a text file, one per line; relative ones are relative to the list file."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise PaletteError(f"{path}: neither an image (by its extension) nor a UTF-8 list file") from None
-    except OSError as err:
-        raise PaletteError(f"{path}: cannot read list file ({err.strerror or err})") from None
-    out = []
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            entry = Path(line).expanduser()
-            out.append(entry if entry.is_absolute() else path.parent / entry)
-    return out
-
-
-def find_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files from folders (recursive, sorted), single images and list files, deduplicated."""
-    found: list[Path] = []
-    for source in sources:
-        path = Path(source).expanduser()
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _is_image_name(p))
-        elif path.is_file() and _is_image_name(path):
-            found.append(path)
-        elif path.is_file():
-            for entry in _read_list_file(path):
-                if entry.is_dir():
-                    found += sorted(p for p in entry.rglob("*") if p.is_file() and _is_image_name(p))
-                else:
-                    found.append(entry)  # a missing entry is reported by check_images
-        else:
-            raise PaletteError(f"{path}: no such file or folder")
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)
-    return list(unique.values())
-
 
 def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
-    """Decode an image upright (EXIF orientation applied) as RGB; PaletteError if it cannot be read."""
+    """Decode an image as inference does (`images.load_photo`) and keep its RGB; PaletteError if unreadable."""
     try:
-        with Image.open(path) as img:
-            if draft:  # JPEG only: decode at a reduced scale, enough to prove the data is whole
-                img.draft("RGB", (draft, draft))
-            img.load()
-            return ImageOps.exif_transpose(img).convert("RGB")
-    except FileNotFoundError:
-        raise PaletteError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise PaletteError(f"{path}: unreadable image ({err})") from None
+        return load_photo(path, draft=draft).rgb
+    except PaletteError as err:
+        detail = str(err).removeprefix(f"{path}: ")
+        if detail == "no such file":
+            raise
+        raise PaletteError(f"{path}: unreadable image ({detail})") from None
 
 
 def check_images(paths: Sequence[Path], warn: Warn | None = None) -> tuple[list[Path], list[Path]]:
@@ -122,19 +72,16 @@ def random_crop_view(img: Image.Image, size: int, generator: torch.Generator, *,
     the crop shows at more pixels than the crop has (the same draws as `random_crop`)."""
     if crop not in CROP_MODES:
         raise PaletteError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
-    original = img
-    w, h = img.size
-    scale = 1.0
+    original, (w, h) = img, img.size
     if min(w, h) < size or crop == "fit":
         scale = size / min(w, h)
         w, h = max(size, round(w * scale)), max(size, round(h * scale))
         img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     x = int(torch.randint(0, w - size + 1, (1,), generator=generator))
     y = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-    out = img.crop((x, y, x + size, y + size))
-    view = None
+    out, view = img.crop((x, y, x + size, y + size)), None
     if view_size:
-        sx, sy = original.size[0] / w, original.size[1] / h  # crop box back in the photo's pixels
+        sx, sy = original.size[0] / w, original.size[1] / h  # the crop box back in the photo's pixels
         view = original.resize((view_size, view_size), Image.Resampling.BICUBIC,
                                box=(x * sx, y * sy, (x + size) * sx, (y + size) * sy), reducing_gap=3.0)
     if flip and bool(torch.rand((), generator=generator) < 0.5):
@@ -159,8 +106,8 @@ def make_item(img: Image.Image, tasks: Sequence[str], size: int, generator: torc
     """Crop, flip, pick a task and degrade with the same function inference uses."""
     target, region = random_crop_view(img, size, generator, crop=crop, view_size=view_size)
     task = int(torch.randint(0, len(tasks), (1,), generator=generator)) if len(tasks) > 1 else 0
-    cond, mask = degrade(tasks[task], target, generator)
-    view = encoder_view(tasks[task], region, cond, mask, view_size) if view_size else None
+    cond, mask = tasks_module.degrade(tasks[task], target, generator)
+    view = tasks_module.encoder_view(tasks[task], region, cond, mask, view_size) if view_size else None
     if mask is None:
         mask = torch.zeros(1, size, size)
     return Item(target, cond, mask, task, view)
@@ -173,9 +120,10 @@ class TrainingImages(torch.utils.data.Dataset):
                  crop: str = "native", view_size: int | None = None):
         if not paths:
             raise PaletteError("no readable training images")
-        unknown = [t for t in tasks if t not in TASKS]
+        unknown = [t for t in tasks if t not in tasks_module.REGISTRY]
         if unknown or not tasks:
-            raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+            raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; "
+                               f"choose from {', '.join(tasks_module.names())}")
         if crop not in CROP_MODES:
             raise PaletteError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
         self.paths, self.tasks, self.size, self.seed, self.crop = list(paths), tuple(tasks), size, seed, crop
@@ -189,13 +137,13 @@ class TrainingImages(torch.utils.data.Dataset):
         """Which image item k uses: each epoch visits every image once, in a seeded order."""
         epoch, pos = divmod(k, len(self.paths))
         if epoch != self._epoch:  # cached: consecutive items almost always share the epoch
-            gen = sample_generator(self.seed, _SHUFFLE_STREAM + epoch)
+            gen = seeds.stream(self.seed, "shuffle", epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.paths), generator=gen)
         return int(self._perm[pos])
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         path = self.paths[self.image_index(k)]
-        item = make_item(load_rgb(path), self.tasks, self.size, sample_generator(self.seed, k), self.crop,
+        item = make_item(load_rgb(path), self.tasks, self.size, seeds.generator(self.seed, k), self.crop,
                          self.view_size)
         out = {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(item.task)}
         if item.view is not None:
@@ -209,16 +157,12 @@ def validation_batch(paths: Sequence[Path], tasks: Sequence[str], size: int, see
     items = []
     for i in range(count):
         img = load_rgb(paths[i % len(paths)])
-        gen = sample_generator(seed, VALIDATION_STREAM + i)
+        gen = seeds.stream(seed, "validation", i)
         target, region = random_crop_view(img, size, gen, crop=crop, flip=False, view_size=view_size)
         task = tasks[i % len(tasks)]
-        cond, mask = degrade(task, target, gen)
-        view = encoder_view(task, region, cond, mask, view_size) if view_size else None
+        cond, mask = tasks_module.degrade(task, target, gen)
+        view = tasks_module.encoder_view(task, region, cond, mask, view_size) if view_size else None
         items.append(Item(target, cond, mask if mask is not None else torch.zeros(1, size, size),
                           tasks.index(task), view))
     return items
 
-
-def is_masked(task: str) -> bool:
-    """Whether a task generates only the masked region."""
-    return task in MASKED_TASKS

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import ScheduleConfig
+from .config import OBJECTIVES, ScheduleConfig
 from .errors import PaletteError
 
 
@@ -68,9 +68,6 @@ def predict_eps(x_t: torch.Tensor, gamma: torch.Tensor, x0: torch.Tensor) -> tor
     """Noise implied by x_t and an estimate of x0."""
     g = _bcast(gamma, x_t)
     return (x_t - g.sqrt() * x0) / (1 - g).sqrt()
-
-
-OBJECTIVES = ("eps", "x0", "v", "regression")
 
 
 def split_prediction(pred: torch.Tensor, x_t: torch.Tensor, gamma: torch.Tensor, objective: str

@@ -1,10 +1,13 @@
 """Evaluate a model on ground-truth photos: degrade, restore, score against the original and a baseline.
 
-Each ground truth is resized (short side) and centre-cropped to the model's resolution, degraded
-with the task's own preprocessing (`tasks.degrade`) from a generator keyed on (seed, image index),
-so two models evaluated with the same seed see identical inputs. The model restores it through
-`pipeline.restore_tensors`; a diffusion-free baseline is computed from the same input; both are
-rounded to 8 bits, as a saved PNG would be, and scored against the ground truth.
+Each ground truth is resized (short side) and centre-cropped to the evaluation size (by default the
+model's resolution), degraded with the task's own degradation (`tasks/<task>.py`) from a generator
+keyed on (seed, image index), so two models evaluated with the same seed see identical inputs. At
+the model's size the network restores it through `pipeline.restore_tensors`; at any other size it
+goes through the full-resolution path of `palette <task>` (`pipeline.prepare`/`finish`). A
+diffusion-free baseline is computed from the same input; both are rounded to 8 bits, as a saved PNG
+would be, and scored against the ground truth: PSNR and SSIM, and in a frozen ImageNet classifier's
+feature space (CA, FD, KID, PD), as the Palette paper scores restorations.
 """
 
 from __future__ import annotations
@@ -18,29 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from . import metrics
+from . import images, metrics, seeds, tasks
 from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
-from .images import to_tensor
-from .tasks import MASKED_TASKS, TASKS, UNCROP_SIDES, center_mask, degrade, encoder_view, free_form_mask, \
-    random_box_mask, train_inpaint_mask, train_uncrop_mask, uncrop_mask
+from .files import folder_images
+from .pipeline import Sampling, autocast, finish, prepare, resolve_sampling, restore_tensors
+from .tasks.jpeg import DEFAULT_QUALITY
 
 REPORT_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-MASK_MODES = ("center", "free-form", "box", "train")  # inpaint masks
-UNCROP_MODES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
-DEFAULT_QUALITY = 10  # Palette reports JPEG restoration at quality 5, 10 and 20
 GRID_GAP = 2  # white pixels between the cells of grid.png
 
-BASELINES = {
-    "colorize": "the gray input",
-    "jpeg": "the JPEG input",
-    "inpaint": "mean-colour fill (mean of the known pixels)",
-    "uncrop": "mean-colour fill (mean of the known pixels)",
-}
 # Metrics palette does not compute (it never downloads weights).
 SKIPPED = {
     "fid": "needs Inception-v3 weights, which palette does not ship; `fd` is the same statistic in "
@@ -53,7 +46,6 @@ FEATURE_NOTE = ("ca: top-1 accuracy of the ImageNet classifier EfficientNet-Lite
                 "fd: Fréchet distance and kid: unbiased kernel distance between pooled features of a set and of "
                 "the ground truth; pd: mean feature distance of each image to its own ground truth. Not "
                 "comparable to published FID/KID (another network, small N).")
-_DEGRADE_STREAM = 0x6576616C  # keeps degradation noise apart from the sampler's noise streams
 
 Progress = Callable[[int, int], None]  # (images done, images total)
 
@@ -70,8 +62,8 @@ class EvalSettings:
     dtype: str = "auto"  # network precision (autocast), as `pipeline.autocast`
     seed: int = 0  # keys the degradation of every image and the samples' starting noise
     quality: int = DEFAULT_QUALITY  # jpeg only
-    mask_mode: str = "center"  # inpaint only: one of MASK_MODES
-    side: str = "right"  # uncrop only: one of UNCROP_MODES
+    mask_mode: str = "center"  # inpaint only: one of tasks.inpaint.EVAL_MASK_MODES
+    side: str = "right"  # uncrop only: one of tasks.uncrop.EVAL_SIDES
     image_size: int | None = None  # evaluation resolution; None: the model's training size
     batch_size: int | None = None  # samples per network call; None: all samples of an image at once
     limit: int | None = None  # first N images of the folder
@@ -89,16 +81,20 @@ class EvalResult:
     grid: Image.Image | None
 
 
+def task_options(settings: EvalSettings) -> dict:
+    """The settings that the task reads (its EVAL_OPTIONS), by name."""
+    return {name: getattr(settings, name) for name in tasks.get(settings.task).EVAL_OPTIONS}
+
+
 def find_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
     """Image files of a folder (recursively, sorted) or a single file; the first `limit` of them."""
     data = Path(data)
     if data.is_file():
         files = [data]
     elif data.is_dir():
-        files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(data).parts))
+        files = folder_images(data, recursive=True)
         if not files:
-            raise PaletteError(f"{data}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+            raise PaletteError(f"{data}: no images found")
     else:
         raise PaletteError(f"{data}: no such file or folder")
     if limit is not None:
@@ -109,58 +105,26 @@ def find_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]
 
 
 def load_ground_truth(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """Read an image, apply its EXIF orientation, resize the short side to `size`, centre-crop: (3, size, size)."""
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise PaletteError(f"{path}: cannot read image ({err})") from None
+    """Decode as inference does, resize the short side to `size`, centre-crop: (3, size, size)."""
+    image = images.load_photo(path).rgb
     w, h = image.size
     scale = size / min(w, h)
     rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
     image = image.resize((rw, rh), Image.Resampling.BICUBIC)
     left, top = (rw - size) // 2, (rh - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return to_tensor(image)
+    return images.to_tensor(image)
 
 
 def degrade_generator(seed: int, index: int) -> torch.Generator:
     """The generator that degrades image `index` of a run seeded with `seed` (masks, noise fill)."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, index, _DEGRADE_STREAM]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]) & 0x7FFFFFFFFFFFFFFF)
-
-
-def eval_mask(settings: EvalSettings, size: int, generator: torch.Generator) -> torch.Tensor | None:
-    """The (1, size, size) mask of a masked task under the settings' mask mode or side; None otherwise."""
-    if settings.task == "inpaint":
-        makers = {"center": lambda: center_mask(size, size),
-                  "free-form": lambda: free_form_mask(size, size, generator),
-                  "box": lambda: random_box_mask(size, size, generator),
-                  "train": lambda: train_inpaint_mask(size, size, generator)}
-        return makers[settings.mask_mode]()
-    if settings.task == "uncrop":
-        if settings.side == "random":
-            return train_uncrop_mask(size, size, generator)
-        return uncrop_mask(size, size, settings.side)
-    return None
-
-
-def baseline(task: str, cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The diffusion-free answer from the same input: the input itself, or a mean-colour fill of the hole."""
-    if task not in MASKED_TASKS:
-        return cond
-    known = 1 - mask
-    # Mean colour of the known pixels (mid-gray when nothing is known).
-    mean = (cond * known).sum(dim=(-2, -1), keepdim=True) / known.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
-    return cond * known + mean * mask
+    return seeds.generator(seed, index, seeds.STREAMS["degrade"])
 
 
 def score(task: str, image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float]:
-    """PSNR and SSIM against the ground truth (on the restored region for masked tasks); colourfulness for colorize."""
+    """PSNR and SSIM against the ground truth (on the restored region for masked tasks), plus the task's own."""
     out = {"psnr": float(metrics.psnr(image, target, mask)), "ssim": float(metrics.ssim(image, target, mask))}
-    if task == "colorize":
-        out["colorfulness"] = float(metrics.colorfulness(image))
-    return out
+    return {**out, **tasks.get(task).extra_scores(image)}
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -170,19 +134,13 @@ def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def _check(model: PaletteModel, settings: EvalSettings) -> int:
     """Refuse settings that cannot work before any image is read; return the evaluation size."""
-    if settings.task not in TASKS:
-        raise PaletteError(f"unknown task {settings.task!r}; choose one of {', '.join(TASKS)}")
+    module = tasks.get(settings.task)
     if settings.task not in model.config.tasks:
         raise PaletteError(f"{model.source}: model was trained for {', '.join(model.config.tasks)}, "
                            f"not {settings.task}")
     if settings.num_samples < 1:
         raise PaletteError(f"--num-samples must be at least 1, got {settings.num_samples}")
-    if settings.task == "jpeg" and not 1 <= settings.quality <= 100:
-        raise PaletteError(f"JPEG quality must be an integer in 1..100, got {settings.quality}")
-    if settings.task == "inpaint" and settings.mask_mode not in MASK_MODES:
-        raise PaletteError(f"unknown mask mode {settings.mask_mode!r}; choose one of {', '.join(MASK_MODES)}")
-    if settings.task == "uncrop" and settings.side not in UNCROP_MODES:
-        raise PaletteError(f"unknown uncrop side {settings.side!r}; choose one of {', '.join(UNCROP_MODES)}")
+    module.check(**task_options(settings))
     size = settings.image_size or model.config.image_size
     factor = model.network.downsample_factor
     if size % factor or size < metrics.SSIM_WINDOW:
@@ -196,34 +154,19 @@ def _visible_input(cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return cond if mask is None else cond * (1 - mask)
 
 
-def make_grid(rows: list[list[torch.Tensor]], gap: int = GRID_GAP) -> Image.Image:
-    """Tile rows of equally sized (3, S, S) images in [-1, 1] on a white background."""
-    s = rows[0][0].shape[-1]
-    cols = max(len(r) for r in rows)
-    canvas = torch.ones(3, len(rows) * (s + gap) + gap, cols * (s + gap) + gap)
-    for i, row in enumerate(rows):
-        for j, cell in enumerate(row):
-            y, x = gap + i * (s + gap), gap + j * (s + gap)
-            canvas[:, y : y + s, x : x + s] = cell.float().cpu()
-    arr = ((canvas.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr, mode="RGB")
-
-
 def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, settings: EvalSettings,
-                    sampler: str, steps: int) -> tuple[dict, list[torch.Tensor], list[float], dict]:
+                    sampling: Sampling) -> tuple[dict, list[torch.Tensor], list[float], dict]:
     """Degrade, restore and score one ground truth: its report row, grid cells, sample-pair MS-SSIMs
-    and the images (sample 0, baseline) for the feature-space metrics."""
-    task = settings.task
-    generator = degrade_generator(settings.seed, index)
-    mask = eval_mask(settings, target.shape[-1], generator)
-    cond, mask = degrade(task, target, generator, mask=mask, quality=settings.quality)
-    samples = metrics.quantize(_restore(model, target, cond, mask, settings, sampler, steps).float().cpu())
+    and the images (samples, baseline) for the feature-space scores."""
+    task, module = settings.task, tasks.get(settings.task)
+    cond, mask = module.degrade(target, degrade_generator(settings.seed, index), **task_options(settings))
+    samples = metrics.quantize(_restore(model, target, cond, mask, settings, sampling).float().cpu())
     per_sample = [score(task, s, target, mask) for s in samples]
-    base = metrics.quantize(baseline(task, cond, mask))
-    row: dict = {"model": _mean_dict(per_sample), "samples": per_sample,
-                 "baseline": score(task, base, target, mask)}
-    if task == "colorize":
-        row["ground_truth"] = {"colorfulness": float(metrics.colorfulness(target))}
+    base = metrics.quantize(module.baseline(cond, mask))
+    row: dict = {"model": _mean_dict(per_sample), "samples": per_sample, "baseline": score(task, base, target, mask)}
+    truth = module.extra_scores(target)
+    if truth:
+        row["ground_truth"] = truth
     if mask is not None:
         row["mask_fraction"] = float(mask.mean())
     pairs = metrics.pairwise_ms_ssim(samples).tolist()
@@ -233,82 +176,85 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
 
 
 def _restore(model: PaletteModel, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
-             settings: EvalSettings, sampler: str, steps: int) -> torch.Tensor:
+             settings: EvalSettings, sampling: Sampling) -> torch.Tensor:
     """(num_samples, 3, S, S) restorations of one degraded image.
 
-    At the model's own size the network restores `cond` directly. At any other size the image goes
-    through the same full-resolution path as `palette <task>` on a photo (colorize: chroma at the
-    model's size on the input's luminance; jpeg: tiles; inpaint: a crop around the hole; uncrop: the
-    known part grown to a canvas)."""
-    from . import images, pipeline
-
-    options = dict(num_samples=settings.num_samples, sampler=None if sampler == "regression" else sampler,
-                   steps=steps, seed=settings.seed, batch_size=settings.batch_size, strength=settings.strength,
-                   guidance=settings.guidance)
-    size = target.shape[-1]
-    with pipeline.autocast(model, settings.dtype):
-        if size == model.config.image_size:
-            views = None
-            if model.config.encoder is not None:
-                views = encoder_view(settings.task, target, cond, mask, model.config.encoder.size)[None]
-            return pipeline.restore_tensors(model, cond[None], None if mask is None else mask[None], views=views,
-                                            **options)[0]
-        prep = _full_size_input(model, settings, target, cond, mask)
-        samples = pipeline.restore_tensors(model, prep.cond, prep.mask, views=prep.view, **options)
-    return torch.stack([images.to_tensor(out.convert("RGB")) for out in pipeline.finish(prep, samples)])
-
-
-def _full_size_input(model: PaletteModel, settings: EvalSettings, target: torch.Tensor, cond: torch.Tensor,
-                     mask: torch.Tensor | None):
-    """`pipeline.prepare` of the photo a user would have: the gray image, the clean photo (recompressed
-    by prepare), the photo with its hole, or the known part that uncrop grows back."""
-    from . import images, pipeline
-
-    task = settings.task
-    if task == "colorize":
-        return pipeline.prepare(model, task, images.to_pil(cond), seed=settings.seed)
-    if task == "jpeg":
-        return pipeline.prepare(model, task, images.to_pil(target), quality=settings.quality, seed=settings.seed)
-    if task == "inpaint":
-        return pipeline.prepare(model, task, images.to_pil(target), mask=mask, seed=settings.seed)
-    if settings.side not in UNCROP_SIDES:
-        raise PaletteError(f"uncrop side {settings.side!r} cannot be evaluated at a size other than the "
-                           f"model's; use {', '.join(UNCROP_SIDES)}")
-    top, left, kh, kw = images.known_box(mask)
-    return pipeline.prepare(model, task, images.to_pil(target[:, top:top + kh, left:left + kw]),
-                            side=settings.side, ratio=0.5, seed=settings.seed)
+    At the model's own size the network restores `cond` directly. At any other size the task's
+    `full_size_input` gives the photo a user would have, which goes through `palette <task>`'s own
+    path (colorize: chroma on the input's luminance; jpeg: tiles; inpaint: a crop around the hole;
+    uncrop: the known part grown back)."""
+    module, encoder = tasks.get(settings.task), model.config.encoder
+    options = dict(num_samples=settings.num_samples, sampling=sampling, seed=settings.seed,
+                   batch_size=settings.batch_size)
+    with autocast(model, settings.dtype):
+        if target.shape[-1] == model.config.image_size:
+            views = (None if encoder is None else
+                     tasks.encoder_view(settings.task, target, cond, mask, encoder.size)[None])
+            return restore_tensors(model, cond[None], None if mask is None else mask[None], views=views, **options)[0]
+        if not hasattr(module, "full_size_input"):
+            raise PaletteError(f"{settings.task} can only be evaluated at the model's size "
+                               f"({model.config.image_size})")
+        photo, prepare_options = module.full_size_input(target, cond, mask, **task_options(settings))
+        prep = prepare(model, settings.task, photo, seed=settings.seed, **prepare_options)
+        samples = restore_tensors(model, prep.cond, prep.mask, views=prep.view, **options)
+    return torch.stack([images.to_tensor(out.convert("RGB")) for out in finish(prep, samples)])
 
 
-def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampler: str,
-                   steps: int) -> dict:
+def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size: int, sampling: Sampling) -> dict:
     """The settings as resolved for this run, with only the options that apply to the task."""
-    used = {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
-            "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampler, "steps": steps,
-            "strength": model.config.strength if settings.strength is None else settings.strength,
-            "guidance": (settings.guidance if settings.guidance is not None else
-                         model.config.encoder.guidance if model.config.encoder else None),
-            "dtype": settings.dtype, "seed": settings.seed, "batch_size": settings.batch_size, "grid_rows": settings.grid_rows}
-    if settings.task == "jpeg":
-        used["quality"] = settings.quality
-    if settings.task == "inpaint":
-        used["mask_mode"] = settings.mask_mode
-    if settings.task == "uncrop":
-        used["side"] = settings.side
-    return used
+    return {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
+            "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampling.sampler,
+            "steps": sampling.steps, "strength": sampling.strength, "guidance": sampling.guidance,
+            "dtype": settings.dtype, "seed": settings.seed,
+            "batch_size": settings.batch_size, "grid_rows": settings.grid_rows, **task_options(settings)}
+
+
+def _diversity(pair_values: list[float], size: int) -> dict:
+    """Mean pairwise MS-SSIM between the samples of each input, or why it was not measured."""
+    if not pair_values:
+        return {"skipped": "needs --num-samples 2 or more"}
+    return {"metric": "mean pairwise MS-SSIM between the samples of one input (lower = more diverse)",
+            "mean": float(np.mean(pair_values)), "pairs": len(pair_values),
+            "ms_ssim_scales": metrics.ms_ssim_scales(size, size), "histogram": metrics.histogram(pair_values)}
+
+
+def _report(model: PaletteModel, settings: EvalSettings, used: dict, rows: list[dict], errors: list[dict],
+            pair_values: list[float], seconds: float, scores: dict) -> dict:
+    """The JSON report of a finished run."""
+    module = tasks.get(settings.task)
+    mean = {"model": _mean_dict([r["model"] for r in rows]), "baseline": _mean_dict([r["baseline"] for r in rows])}
+    if "ground_truth" in rows[0]:
+        mean["ground_truth"] = _mean_dict([r["ground_truth"] for r in rows])
+    return {
+        "version": REPORT_VERSION,
+        "settings": used,
+        "model": {"source": model.source, "tasks": list(model.config.tasks), "objective": model.config.objective,
+                  "image_size": model.config.image_size,
+                  "parameters": sum(p.numel() for p in model.network.parameters()),
+                  "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")},
+        "baseline": module.BASELINE,
+        "scored_region": "restored region (mask)" if module.MASKED else "whole image",
+        "psnr_cap_db": metrics.PSNR_CAP_DB,
+        "num_images": len(rows),
+        "mean": mean,
+        "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in rows) for m in ("psnr", "ssim")},
+        "diversity": _diversity(pair_values, used["image_size"]),
+        "features": scores,
+        "skipped": SKIPPED,
+        "timing": {"seconds_per_image": seconds / len(rows)},  # restore and score, not file reading
+        "images": rows,
+        "errors": errors,
+    }
 
 
 def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSettings, *,
              callback: Progress | None = None) -> EvalResult:
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
     size = _check(model, settings)
+    sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance)
     data = Path(data)
     files = find_images(data, settings.limit)
-    task = settings.task
-    regression = model.config.objective == "regression"
-    sampler = "regression" if regression else settings.sampler or model.config.sampler
-    steps = 1 if regression else settings.steps or model.config.steps
-
-    images, errors, grid, pair_values = [], [], [], []
+    rows, errors, grid, pair_values = [], [], [], []
     kept: dict[str, list[torch.Tensor]] = {"model": [], "baseline": [], "ground_truth": []}
     seconds = 0.0
     for index, path in enumerate(files):
@@ -319,55 +265,24 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
             errors.append({"file": name, "error": str(err)})
         else:
             start = time.perf_counter()
-            row, cells, pairs, outputs = _evaluate_image(model, target, index, settings, sampler, steps)
+            row, cells, pairs, outputs = _evaluate_image(model, target, index, settings, sampling)
             seconds += time.perf_counter() - start
-            if settings.features:
-                kept["model"].append(outputs["model"])
-                kept["baseline"].append(outputs["baseline"])
-                kept["ground_truth"].append(target)
-            images.append({"file": name, **row})
+            for key, value in (*outputs.items(), ("ground_truth", target)):
+                kept[key].append(value)
+            rows.append({"file": name, **row})
             pair_values += pairs
             if len(grid) < settings.grid_rows:
                 grid.append(cells)
         if callback:
             callback(index + 1, len(files))
-    if not images:
+    if not rows:
         shown = "; ".join(e["error"] for e in errors[:3])
         raise PaletteError(f"{data}: no image could be evaluated ({shown})")
-
-    mean = {"model": _mean_dict([r["model"] for r in images]),
-            "baseline": _mean_dict([r["baseline"] for r in images])}
-    if task == "colorize":
-        mean["ground_truth"] = _mean_dict([r["ground_truth"] for r in images])
-    if pair_values:
-        diversity = {"metric": "mean pairwise MS-SSIM between the samples of one input (lower = more diverse)",
-                     "mean": float(np.mean(pair_values)), "pairs": len(pair_values),
-                     "ms_ssim_scales": metrics.ms_ssim_scales(size, size),
-                     "histogram": metrics.histogram(pair_values)}
-    else:
-        diversity = {"skipped": "needs --num-samples 2 or more"}
-    report = {
-        "version": REPORT_VERSION,
-        "settings": _used_settings(settings, data, model, size, sampler, steps),
-        "model": {"source": model.source, "tasks": list(model.config.tasks), "objective": model.config.objective,
-                  "image_size": model.config.image_size,
-                  "parameters": sum(p.numel() for p in model.network.parameters()),
-                  "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")},
-        "baseline": BASELINES[task],
-        "scored_region": "restored region (mask)" if task in MASKED_TASKS else "whole image",
-        "psnr_cap_db": metrics.PSNR_CAP_DB,
-        "num_images": len(images),
-        "mean": mean,
-        "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in images) for m in ("psnr", "ssim")},
-        "diversity": diversity,
-        "features": (feature_scores(kept, [r["file"] for r in images], settings.labels, model.device)
-                     if settings.features else {"skipped": "turned off"}),
-        "skipped": SKIPPED,
-        "timing": {"seconds_per_image": seconds / len(images)},  # restore and score, not file reading
-        "images": images,
-        "errors": errors,
-    }
-    return EvalResult(report=report, grid=make_grid(grid) if grid else None)
+    used = _used_settings(settings, data, model, size, sampling)
+    scores = (feature_scores(kept, [r["file"] for r in rows], settings.labels, model.device)
+              if settings.features else {"skipped": "turned off"})
+    report = _report(model, settings, used, rows, errors, pair_values, seconds, scores)
+    return EvalResult(report=report, grid=images.grid(grid, GRID_GAP, margin=GRID_GAP) if grid else None)
 
 
 def read_labels(path: str | os.PathLike) -> dict[str, int]:
@@ -416,8 +331,8 @@ def feature_scores(kept: dict[str, list[torch.Tensor]], files: list[str], labels
         per_sample = stacks if stacks.dim() == 5 else stacks[:, None]
         n, k = per_sample.shape[:2]
         feats = features.extract(per_sample.flatten(0, 1), network=network)
-        logits, pooled = feats.logits.reshape(n, k, -1), feats.pooled.reshape(n, k, -1)
-        report[name] = _set_scores(logits, pooled, labels, truth.pooled)
+        report[name] = _set_scores(feats.logits.reshape(n, k, -1), feats.pooled.reshape(n, k, -1), labels,
+                                   truth.pooled)
     report["ground_truth"] = {"ca": metrics.top1(truth.logits, labels), "fd": 0.0, "kid": 0.0, "pd": 0.0}
     return report
 

@@ -159,6 +159,11 @@ def load_state(path: Path, sha256: str = SHA256) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=2)
 def _cached(path: str, sha256: str) -> EfficientNetLite0:
+    with torch.inference_mode(False):  # plain tensors: the perceptual loss backpropagates through them
+        return _build(path, sha256)
+
+
+def _build(path: str, sha256: str) -> EfficientNetLite0:
     network = EfficientNetLite0()
     state = {k: v for k, v in load_state(Path(path), sha256).items() if not k.endswith("num_batches_tracked")}
     missing, unexpected = network.load_state_dict(state, strict=False)
@@ -206,14 +211,14 @@ class Features:
     pooled: torch.Tensor  # (B, 1280), the global-average-pooled final map
 
 
-@torch.inference_mode()
 def extract(images: torch.Tensor, *, batch_size: int = 32, network: EfficientNetLite0 | None = None) -> Features:
     """Logits and pooled features of (B, 3, H, W) images in [-1, 1], at the classifier's 224 px."""
     network = network or load()
     device = next(network.parameters()).device
     logits, pooled = [], []
     for start in range(0, images.shape[0], batch_size):
-        out = network(preprocess(images[start:start + batch_size].to(device)))
+        with torch.inference_mode():
+            out = network(preprocess(images[start:start + batch_size].to(device)))
         logits.append(out[0].float().cpu())
         pooled.append(out[1].float().cpu())
     if not logits:

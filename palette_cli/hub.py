@@ -1,71 +1,28 @@
-"""Publishing model directories on the Hugging Face Hub, and the Hub metadata of model cards.
+"""Publishing model directories on the Hugging Face Hub.
 
 `push_model` checks that the directory loads, that the Hub can be reached and that a token exists
 before it creates anything; the upload is one commit, so a repo never shows half a model.
-Nothing here imports torch at module level: `render_card` is used by `palette_cli.convert`.
+Model cards are written by `cards.py` (re-exported here); nothing here imports torch at module level.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_text
+from .cards import (  # noqa: F401 (the card API has always been importable from here)
+    BASE_TAGS, DEFAULT_LICENSE, LIBRARY_NAME, PIPELINE_TAG, card_metadata, complete_card, render_card)
 from .errors import PaletteError
 
-LIBRARY_NAME = "palette"
-PIPELINE_TAG = "image-to-image"
-BASE_TAGS = ("palette", "image-to-image", "diffusion")
-DEFAULT_LICENSE = "unknown"  # the Hub's value for "terms not stated"
 CARD_NAME = "README.md"  # as checkpoint.CARD_NAME, repeated to keep torch out of this import
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _TRUE = {"1", "on", "yes", "true"}
 
 Callback = Callable[[str], None]  # a one-line progress message
-
-
-def card_metadata(tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
-                  extra_tags: Sequence[str] = ()) -> dict:
-    """The Hub metadata palette puts in a model card's YAML header."""
-    tags = list(dict.fromkeys([*BASE_TAGS, *tasks, *extra_tags]))
-    return {"library_name": LIBRARY_NAME, "pipeline_tag": PIPELINE_TAG, "license": license or DEFAULT_LICENSE,
-            "tags": tags}
-
-
-def render_card(body: str, *, tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
-                extra_tags: Sequence[str] = ()) -> str:
-    """A model card: the YAML header with Hub metadata, then the markdown body."""
-    from huggingface_hub import ModelCardData
-
-    data = ModelCardData(**card_metadata(tasks, license, extra_tags))
-    return f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
-
-
-def complete_card(text: str, tasks: Sequence[str], license: str | None = None) -> str:
-    """`text` with any missing Hub metadata added (and the license replaced if one is given)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    original = text
-    if text.lstrip().startswith("---"):
-        card = ModelCard(text, ignore_metadata_errors=True)
-        data, body = card.data, card.text
-    else:  # no YAML header (ModelCard would log its absence)
-        data, body = ModelCardData(), text
-    before = data.to_dict()
-    wanted = card_metadata(tasks, license)
-    for key in ("library_name", "pipeline_tag"):
-        if not getattr(data, key, None):
-            setattr(data, key, wanted[key])
-    if license or not data.license:
-        data.license = wanted["license"]
-    data.tags = list(dict.fromkeys([*(data.tags or []), *wanted["tags"]]))
-    if data.to_dict() == before:
-        return original
-    body = body.strip() or f"# Palette model ({', '.join(tasks)})"
-    return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
 
 
 @dataclass
@@ -108,19 +65,12 @@ def _hub_error(err: BaseException, repo_id: str, step: str) -> PaletteError:
     return PaletteError(f"{repo_id}: {step} failed: {why}; nothing was uploaded")
 
 
-def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
-               revision: str | None = None, license: str | None = None, endpoint: str | None = None,
-               commit_message: str | None = None, callback: Callback | None = None) -> PushResult:
-    """Upload a model directory to the Hub repo `repo_id` (created if needed) in one commit.
+def _check_push(model_dir: str | os.PathLike, directory: Path, repo_id: str) -> str:
+    """Refuse a push that cannot work before anything is sent; return the token."""
+    from huggingface_hub import get_token
 
-    The token is the usual one (HF_TOKEN or `hf auth login`); `endpoint` defaults to HF_ENDPOINT.
-    """
-    from huggingface_hub import HfApi, get_token
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
-    from .checkpoint import CONFIG_NAME, HUB_FILES, WEIGHTS_NAME, load_model
-
-    report = callback or (lambda message: None)
-    directory = Path(model_dir).expanduser()
     if not directory.is_dir():
         raise PaletteError(f"{model_dir}: not a directory; push takes a model folder (with {CONFIG_NAME} "
                            f"and {WEIGHTS_NAME}), for example the output of `palette convert`")
@@ -133,6 +83,23 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
     if not token:
         raise PaletteError(f"{repo_id}: not logged in to the Hugging Face Hub; set HF_TOKEN or run "
                            f"`hf auth login` (nothing was uploaded)")
+    return token
+
+
+def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
+               revision: str | None = None, license: str | None = None, endpoint: str | None = None,
+               commit_message: str | None = None, callback: Callback | None = None) -> PushResult:
+    """Upload a model directory to the Hub repo `repo_id` (created if needed) in one commit.
+
+    The token is the usual one (HF_TOKEN or `hf auth login`); `endpoint` defaults to HF_ENDPOINT.
+    """
+    from huggingface_hub import HfApi
+
+    from .checkpoint import HUB_FILES, load_model
+
+    report = callback or (lambda message: None)
+    directory = Path(model_dir).expanduser()
+    token = _check_push(model_dir, directory, repo_id)
     model = load_model(directory, device="cpu")  # a broken model must not reach the Hub
 
     card_file = directory / CARD_NAME

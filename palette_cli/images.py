@@ -1,21 +1,17 @@
-"""Images in and out: decoding, colour modes, tensors, and full-resolution recombination.
+"""The pixel layer: the one decoder, masks from files, tensors <-> images, grids, PNG output.
 
-The network runs at its training resolution; these helpers carry its output back to the
-user's resolution: colorize puts upsampled chroma on the original luminance, jpeg works in
-overlapping tiles with blended seams, inpaint works on a crop around the mask and pastes only
-masked pixels, uncrop grows the canvas and keeps every original pixel.
+Inference, training and evaluation all decode through `load_photo`, so they see the same pixels:
+EXIF orientation applied, 16-bit scaled to 8 bits, CMYK/palette/gray converted to RGB, alpha kept
+aside (outputs re-attach it unchanged). Nothing here knows about tasks.
 
 Tensors are float32 in [-1, 1], shaped (3, H, W); masks are (1, H, W) with 1 = generate.
-Outputs are 8-bit RGB, or RGBA when the input had transparency: its alpha is re-attached
-unchanged (uncrop's new area is opaque).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin
 
-from . import tasks
 from .atomic import atomic_path
 from .errors import PaletteError
-
-# BT.601 full-range YCbCr (JPEG's), the same luma weights as tasks.to_gray.
-_KR, _KG, _KB = 0.299, 0.587, 0.114
 
 
 def max_pixels() -> int | None:
@@ -85,7 +77,7 @@ def photo_from_pil(image: Image.Image, name: str = "image") -> Photo:
     return Photo(rgb=rgb, alpha=alpha, icc_profile=icc, mode=mode)
 
 
-def _open(path: Path, limit: int | None) -> Image.Image:
+def _open(path: Path, limit: int | None, draft: int | None = None) -> Image.Image:
     """Open, check the size against the bomb limit, decode and orient; any failure -> PaletteError."""
     if not path.exists():
         raise PaletteError(f"{path}: no such file")
@@ -102,6 +94,8 @@ def _open(path: Path, limit: int | None) -> Image.Image:
                 if limit is not None and w * h > limit:
                     raise PaletteError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} MP) is over the limit "
                                        f"of {limit / 1e6:.0f} MP (decompression bomb guard)")
+                if draft:  # JPEG only: decode at a reduced scale, enough to prove the data is whole
+                    image.draft("RGB", (draft, draft))
                 image.load()
                 return ImageOps.exif_transpose(image)
     except PaletteError:
@@ -116,11 +110,41 @@ def _open(path: Path, limit: int | None) -> Image.Image:
         raise PaletteError(f"{path}: truncated or corrupt image ({type(err).__name__}: {err})") from None
 
 
-def load_photo(path: str | os.PathLike, *, limit: int | None = -1) -> Photo:
-    """Decode an image file with EXIF orientation applied; `limit` pixels (-1: `max_pixels()`)."""
+def load_photo(path: str | os.PathLike, *, limit: int | None = -1, draft: int | None = None) -> Photo:
+    """Decode an image file with EXIF orientation applied; `limit` pixels (-1: `max_pixels()`).
+
+    `draft` lets JPEG decode at a reduced scale near that size (a quick check that a file is whole)."""
     path = Path(path)
-    image = _open(path, max_pixels() if limit == -1 else limit)
+    image = _open(path, max_pixels() if limit == -1 else limit, draft)
     return photo_from_pil(image, str(path))
+
+
+def _gray_uint8(image: Image.Image) -> np.ndarray:
+    """8-bit gray of any PIL mode; RGBA/LA use the colour's luminance, not the alpha."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        arr = np.asarray(image).astype(np.float64)
+        # Pillow clips these modes to 255 on convert("L"); rescale to 8 bits instead.
+        if image.mode == "F" and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        elif arr.size and arr.max() > 255:
+            arr = arr / 257.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("L"))
+
+
+def mask_from_image(image: Image.Image, h: int, w: int) -> torch.Tensor:
+    """(1,h,w) mask from a PIL image of any size/mode: gray > 127 is a hole (white = fill).
+
+    RGBA images use the luminance of their RGB, not the alpha channel; 16-bit images
+    are rescaled to 8 bits before thresholding.
+    """
+    if h < 1 or w < 1:
+        raise PaletteError(f"mask size must be positive, got h={h}, w={w}")
+    gray = Image.fromarray(_gray_uint8(image), mode="L").resize((w, h), Image.Resampling.NEAREST)
+    mask = torch.from_numpy((np.asarray(gray) > 127).astype(np.float32))[None]
+    if not bool(mask.any()):
+        raise PaletteError("mask is empty (no white pixels)")
+    return mask
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int], image_name: str = "the image") -> torch.Tensor:
@@ -138,7 +162,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], image_name: str = 
         image = Image.new("RGB", rgba.size, 0)
         image.paste(rgba, mask=rgba.getchannel("A"))
     try:
-        return tasks.mask_from_image(image, size[1], size[0])
+        return mask_from_image(image, size[1], size[0])
     except PaletteError as err:
         raise PaletteError(f"{path}: {err}") from None
 
@@ -177,187 +201,16 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (covered > 0).float()
 
 
-# --- colorize: chroma at model resolution, luminance at full resolution ---------------------
-
-
-def _rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) RGB in [-1, 1] -> Y, Cb, Cr in [-1, 1] (BT.601 full range)."""
-    r, g, b = x
-    y = _KR * r + _KG * g + _KB * b
-    return torch.stack([y, (b - y) / (2 * (1 - _KB)), (r - y) / (2 * (1 - _KR))])
-
-
-def _ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of `_rgb_to_ycbcr`."""
-    y, cb, cr = x
-    r = y + 2 * (1 - _KR) * cr
-    b = y + 2 * (1 - _KB) * cb
-    g = (y - _KR * r - _KB * b) / _KG
-    return torch.stack([r, g, b])
-
-
-def recombine_chroma(original: Image.Image, colour: torch.Tensor) -> Image.Image:
-    """The original's full-resolution luminance with the chroma of `colour` (3, h, w) upsampled.
-
-    Colours outside the RGB cube are desaturated towards gray rather than clipped, so the
-    luminance stays the original's at every pixel.
-    """
-    w, h = original.size
-    luma = _rgb_to_ycbcr(to_tensor(original))[0]
-    chroma = _rgb_to_ycbcr(colour.float().cpu())[1:]
-    if tuple(chroma.shape[-2:]) != (h, w):
-        chroma = F.interpolate(chroma[None], size=(h, w), mode="bicubic", antialias=True,
-                               align_corners=False)[0]
-    # RGB = Y + t * offset, linear in the chroma; the largest t <= 1 that stays in [-1, 1].
-    offset = _ycbcr_to_rgb(torch.cat([torch.zeros_like(luma)[None], chroma]))
-    room = torch.where(offset > 0, 1 - luma, -1 - luma) / offset.where(offset != 0, torch.ones(()))
-    t = room.where(offset != 0, torch.ones(())).amin(dim=0).clamp(0, 1)
-    return to_pil((luma + t * offset).clamp(-1, 1))
-
-
-# --- jpeg: overlapping tiles with blended seams -------------------------------------------
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering `length`, evenly spread, neighbours overlapping >= `overlap`."""
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - tile) / (tile - overlap)) + 1
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
-
-
-def _ramp(tile: int, overlap: int) -> torch.Tensor:
-    """1-D blending weight: rises linearly over `overlap` pixels at both ends, never zero."""
-    i = torch.arange(tile, dtype=torch.float32)
-    edge = torch.minimum(i, tile - 1 - i) + 1
-    return (edge / max(overlap, 1)).clamp(max=1.0)
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """Where the tiles of an image lie: the padded size and the tile corners."""
-
-    height: int
-    width: int
-    tile: int
-    overlap: int
-    corners: tuple[tuple[int, int], ...]  # (top, left) of each tile in the padded image
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        """(H, W) after padding small images up to one tile."""
-        return max(self.height, self.tile), max(self.width, self.tile)
-
-
-def make_tiling(height: int, width: int, tile: int, overlap: int) -> Tiling:
-    """Tiles of side `tile` over an image; images smaller than a tile are padded to one."""
-    ph, pw = max(height, tile), max(width, tile)
-    corners = tuple((t, l) for t in tile_starts(ph, tile, overlap) for l in tile_starts(pw, tile, overlap))
-    return Tiling(height, width, tile, overlap, corners)
-
-
-def split_tiles(x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-    """(3, H, W) -> (N, 3, tile, tile); small images are padded by repeating their edge."""
-    ph, pw = tiling.padded
-    if (ph, pw) != tuple(x.shape[-2:]):
-        x = F.pad(x[None], (0, pw - x.shape[-1], 0, ph - x.shape[-2]), mode="replicate")[0]
-    s = tiling.tile
-    return torch.stack([x[:, t:t + s, l:l + s] for t, l in tiling.corners])
-
-
-def merge_tiles(tiles: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-    """(N, 3, tile, tile) -> (3, H, W): a weighted average where tiles overlap."""
-    ph, pw = tiling.padded
-    s = tiling.tile
-    ramp = _ramp(s, tiling.overlap)
-    weight = ramp[:, None] * ramp[None, :]  # (tile, tile)
-    total = torch.zeros(3, ph, pw)
-    norm = torch.zeros(1, ph, pw)
-    for (t, l), x in zip(tiling.corners, tiles.float().cpu()):
-        total[:, t:t + s, l:l + s] += x * weight
-        norm[:, t:t + s, l:l + s] += weight
-    return (total / norm)[:, :tiling.height, :tiling.width]
-
-
-# --- inpaint: a crop around the mask --------------------------------------------------------
-
-
-def mask_crop_box(mask: torch.Tensor, min_side: int, context: float = 2.0) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of a crop around the mask's bounding box.
-
-    The crop is about `context` times the box's longer side, at least `min_side` (no point in
-    upsampling to the model's resolution), square where the image allows, clipped to the image.
-    """
-    _, h, w = mask.shape
-    rows = torch.nonzero(mask[0].any(dim=1)).flatten()
-    cols = torch.nonzero(mask[0].any(dim=0)).flatten()
-    if len(rows) == 0:
-        raise PaletteError("mask is empty (no pixel to inpaint)")
-    top, bottom = int(rows[0]), int(rows[-1]) + 1
-    left, right = int(cols[0]), int(cols[-1]) + 1
-    side = max(math.ceil(context * max(bottom - top, right - left)), min_side)
-
-    def span(lo: int, hi: int, length: int) -> tuple[int, int]:
-        size = min(side, length)
-        start = min(max((lo + hi - size) // 2, 0), length - size)
-        return start, start + size
-
-    x0, x1 = span(left, right, w)
-    y0, y1 = span(top, bottom, h)
-    return x0, y0, x1, y1
-
-
-def paste_masked(original: Image.Image, generated: torch.Tensor, mask: torch.Tensor,
-                 box: tuple[int, int, int, int]) -> Image.Image:
-    """The original with only its masked pixels inside `box` replaced by `generated` (3, bh, bw)."""
-    x0, y0, x1, y1 = box
-    out = np.array(original.convert("RGB"))
-    region = out[y0:y1, x0:x1]
-    hole = mask[0, y0:y1, x0:x1].numpy() > 0.5
-    region[hole] = to_uint8(generated)[hole]
-    return Image.fromarray(out, mode="RGB")
-
-
-# --- uncrop: a larger canvas ----------------------------------------------------------------
-
-
-def _grown(length: int, kept: Callable[[int], int]) -> int:
-    """The smallest canvas length whose kept part, as `kept` computes it, is exactly `length`."""
-    for n in range(length + 1, 100 * length + 2):
-        if kept(n) == length:
-            return n
-    raise PaletteError(f"cannot grow a side of {length} pixels with this ratio")
-
-
-def uncrop_canvas(height: int, width: int, side: str, ratio: float) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The mask of the grown canvas and the (top, left) of the original in it.
-
-    The canvas is the smallest one on which `tasks.uncrop_mask(H, W, side, ratio)` (the training
-    mask: `ratio` of the output is new) keeps exactly the original's height x width.
-    """
-    tasks.uncrop_mask(height, width, side, ratio)  # validates side and ratio with the task's messages
-    if side == "all":
-        scale = math.sqrt(1.0 - ratio)
-        kept = lambda n: min(max(round(n * scale), 1), n)  # noqa: E731 (mirrors tasks.uncrop_mask)
-        ch, cw = _grown(height, kept), _grown(width, kept)
-    elif side in ("left", "right"):
-        ch, cw = height, _grown(width, lambda n: n - min(max(round(n * ratio), 1), max(n - 1, 1)))
-    else:
-        ch, cw = _grown(height, lambda n: n - min(max(round(n * ratio), 1), max(n - 1, 1))), width
-    mask = tasks.uncrop_mask(ch, cw, side, ratio)
-    keep_rows = torch.nonzero(~mask[0].bool().all(dim=1)).flatten()
-    keep_cols = torch.nonzero(~mask[0].bool().all(dim=0)).flatten()
-    top, left = int(keep_rows[0]), int(keep_cols[0])
-    if (len(keep_rows), len(keep_cols)) != (height, width):  # cannot happen if _grown mirrors tasks
-        raise PaletteError(f"uncrop canvas {cw}x{ch} does not keep the {width}x{height} original")
-    return mask, (top, left)
-
-
-def known_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the unmasked rectangle of an uncrop mask."""
-    rows = torch.nonzero(~mask[0].bool().all(dim=1)).flatten()
-    cols = torch.nonzero(~mask[0].bool().all(dim=0)).flatten()
-    return int(rows[0]), int(cols[0]), len(rows), len(cols)
+def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 2, margin: int = 0) -> Image.Image:
+    """Rows of equally sized (3, H, W) images in [-1, 1] on white, `gap` pixels apart, `margin` around."""
+    h, w = rows[0][0].shape[-2:]
+    cols = max(len(r) for r in rows)
+    canvas = torch.ones(3, len(rows) * (h + gap) - gap + 2 * margin, cols * (w + gap) - gap + 2 * margin)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            y, x = margin + i * (h + gap), margin + j * (w + gap)
+            canvas[:, y : y + h, x : x + w] = cell.detach().float().cpu()
+    return to_pil(canvas.clamp(-1, 1))
 
 
 # --- output ---------------------------------------------------------------------------------

@@ -24,14 +24,9 @@ import torch
 
 from .diffusion import q_sample, regression_input, residual_base, split_prediction
 from .errors import PaletteError
+from .seeds import generator as sample_generator  # noqa: F401 (callers seed samples through it)
 
 Callback = Callable[[int, int], None]  # (steps done, steps total)
-
-
-def sample_generator(seed: int, index: int) -> torch.Generator:
-    """The generator of sample `index` of a run seeded with `seed`."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, index]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & 0x7FFFFFFFFFFFFFFF)
 
 
 def randn_like_per_sample(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:

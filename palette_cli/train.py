@@ -33,19 +33,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch import nn
 
 from . import config as cfg
+from .config import (  # noqa: F401 (the training settings live in config.py, without torch)
+    DEFAULT_IMAGE_SIZE, FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, FREEZE, PRECISIONS, RECIPES, Recipe,
+    TrainConfig, recipe)
 from .atomic import atomic_path, write_text
 from .checkpoint import (build_network, default_card, native_bf16, pick_device, read_config, read_weights, resolve,
                          save_model)
-from .data import (CROP_MODES, TrainingImages, check_images, find_images, is_masked, validation_batch)
+from . import images, seeds
+from . import tasks as task_modules
+from .data import CROP_MODES, TrainingImages, check_images, find_images, validation_batch
 from .diffusion import gammas as schedule_gammas
 from .diffusion import OBJECTIVES, training_loss
 from .errors import PaletteError
-from .samplers import sample, sample_generator
-from .tasks import TASKS
+from .pipeline import resolve_sampling
+from .samplers import sample
 
 MODEL_DIR = "model"
 STATE_NAME = "state.pt"
@@ -53,54 +57,13 @@ METRICS_NAME = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 STATE_FORMAT = 1
 
-DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
-FREEZE = ("none", "encoder", "decoder")
-PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 final map; 224 cost 3x more)
-# Finetuning starts from trained weights: a smaller step and a short warmup.
-FINETUNE_LR = 2e-5
-FINETUNE_WARMUP = 500
-FINETUNE_STEPS = 2000
 # Fields a resumed run may not change: they shape the network or its optimizer.
 FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder")
+PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 final map; 224 cost 3x more)
 
 # Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
 # down path, so it goes with the encoder.
 _PARTS = {"encoder": ("cond_embed.", "input_blocks.", "middle_block."), "decoder": ("output_blocks.", "out.")}
-_NOISE_STREAM = 1 << 42  # generator streams of the diffusion noise, apart from the data's
-_DROP_STREAM = 1 << 43  # generator streams of the encoder-feature dropout
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What a new run of one task trains and how its model samples, chosen by measurement.
-
-    The `small` network was trained with every objective, with and without residual diffusion, for
-    the same budget (600 steps of 8 images at 64 px, 8.4 minutes on one CPU thread) and scored with
-    `palette eval` on cbsd68: x0 with residual diffusion was the best diffusion setting on both
-    tasks measured (jpeg q10 and colorize), and a few DDIM steps from pure noise beat more steps and DPM-Solver++, while
-    strength < 1 cost PSNR (jpeg) or colour (colorize). The table is in the CHANGELOG;
-    `--objective eps` trains Palette's own parameterisation.
-    """
-
-    objective: str
-    residual: bool
-    sampler: str
-    steps: int
-    strength: float = 1.0
-
-
-RECIPES = {
-    "colorize": Recipe("x0", True, "ddim", 4),  # 4 steps: colourfulness >= 20 while still above the gray PSNR
-    "jpeg": Recipe("x0", True, "ddim", 2),
-    "inpaint": Recipe("x0", True, "ddim", 1),  # measured with the built-in inpaint model (its card)
-    "uncrop": Recipe("x0", True, "ddim", 1),
-}
-
-
-def recipe(tasks: Sequence[str]) -> Recipe:
-    """The recipe of a run's first task (a generalist follows its first task)."""
-    return RECIPES.get(tasks[0] if tasks else "", RECIPES["colorize"])
 
 
 def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
@@ -130,7 +93,8 @@ def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
 
     features.check_encoder(name)
     unet = dataclasses.replace(model_config.unet, encoder_channels=features.FEATURES)
-    return dataclasses.replace(model_config, unet=unet, encoder=cfg.EncoderConfig(name=name, sha256=features.SHA256))
+    encoder = cfg.EncoderConfig(name=name, sha256=features.SHA256)
+    return dataclasses.replace(model_config, unet=unet, encoder=encoder)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -140,45 +104,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that shapes a training run; recorded in state.pt."""
-
-    tasks: tuple[str, ...] = ("colorize",)  # several tasks train one generalist model
-    preset: str = "small"  # network size (config.PRESETS); ignored when finetuning
-    image_size: int | None = None  # crop size; None: the preset's default or the finetuned model's
-    batch_size: int = 8  # images per optimizer step, over all processes and micro-batches
-    grad_accum: int = 1  # micro-batches per optimizer step
-    steps: int = 10_000  # total optimizer steps of the run
-    lr: float = 1e-4  # Adam learning rate after warmup (Palette: 1e-4)
-    warmup: int = 10_000  # linear warmup steps (Palette: 10k)
-    ema_decay: float = 0.9999  # ceiling of the EMA decay min(decay, (1 + n) / (10 + n))
-    loss: str = "l2"  # "l2" (Palette) or "l1"
-    # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the task's recipe.
-    objective: str | None = None
-    residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
-    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
-    encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
-    perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
-    seed: int = 0
-    workers: int = 0  # data loader processes; 0 loads in the training process
-    save_every: int = 1000  # steps between checkpoints (one is always written at the end)
-    sample_every: int = 1000  # steps between sample grids; 0 disables them
-    log_every: int = 10  # steps per metrics.jsonl line
-    freeze: str = "none"  # "encoder", "decoder" or "none": parts left untrained
-    crop: str = "native"  # "native" crops at the photo's resolution, "fit" shrinks it first
-    sample_count: int = 4  # rows of the sample grid
-    sample_steps: int | None = None  # sampler steps for grids; None: the model's default
-
-    def __post_init__(self) -> None:
-        # Unset objective and residual come from the first task's measured recipe (residual only
-        # with the recipe's objective: `--objective eps` alone is Palette's own setup), so a saved
-        # state always names both explicitly.
-        r = recipe(self.tasks)
-        if self.objective is None:
-            object.__setattr__(self, "objective", r.objective)
-        if self.residual is None:
-            object.__setattr__(self, "residual", r.residual and self.objective == r.objective)
+def _grown(model_config: cfg.ModelConfig, weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Trained weights plus freshly initialised (zero-output) encoder projections."""
+    fresh = build_network(model_config).state_dict()
+    missing = set(fresh) - set(weights)
+    if set(weights) - set(fresh) or any(not k.startswith(("feature_embed.", "feature_map_in.")) for k in missing):
+        raise PaletteError(f"{where}: weights do not match the network with an encoder added")
+    return {**fresh, **weights}
 
 
 @dataclass
@@ -231,9 +163,10 @@ def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
     """'colorize,inpaint' -> ('colorize', 'inpaint'), checked and deduplicated."""
     items = text.split(",") if isinstance(text, str) else list(text)
     tasks = tuple(dict.fromkeys(t.strip() for t in items if t.strip()))
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in task_modules.REGISTRY]
     if unknown or not tasks:
-        raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+        raise PaletteError(f"unknown task(s) {', '.join(unknown) or '(none)'}; "
+                           f"choose from {', '.join(task_modules.names())}")
     return tasks
 
 
@@ -355,7 +288,7 @@ class _Objective(nn.Module):
         per_task = torch.zeros(2, len(self.tasks))
         for t in sorted(set(task.tolist())):
             sel = task == t
-            m = mask[sel] if is_masked(self.tasks[t]) else None  # loss on the hole only
+            m = mask[sel] if task_modules.get(self.tasks[t]).MASKED else None  # loss on the hole only
             value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
                                   mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
                                   generator=generator, features=None if features is None else features[sel],
@@ -370,22 +303,10 @@ class _Objective(nn.Module):
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _image_of(x: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [-1, 1] -> RGB image."""
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
-
-
 def write_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], gap: int = 2) -> None:
     """Write rows of equal-size images as one PNG with white gaps, atomically."""
-    h, w = rows[0][0].shape[-2:]
-    cols = max(len(r) for r in rows)
-    grid = Image.new("RGB", (cols * w + (cols - 1) * gap, len(rows) * h + (len(rows) - 1) * gap), "white")
-    for i, row in enumerate(rows):
-        for j, x in enumerate(row):
-            grid.paste(_image_of(x), (j * (w + gap), i * (h + gap)))
     with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")
+        images.grid(rows, gap).save(tmp, format="PNG")
 
 
 def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_names: Sequence[str],
@@ -466,28 +387,7 @@ class _Trainer:
         self.emit = callback if (callback and d.rank == 0) else (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         config = dataclasses.replace(config, tasks=parse_tasks(config.tasks))
-
-        state: dict[str, Any] | None = None
-        if resume:
-            state = read_state(run_dir)
-            model_config = cfg.from_dict(json.loads(state["model_config"]))
-            init = state.get("init") or None
-            weights = state["model"]
-        elif (run_dir / STATE_NAME).exists():
-            raise PaletteError(f"{run_dir}: already holds a training run ({STATE_NAME}); pass --resume to "
-                               f"continue it, or choose another output directory")
-        elif init is not None:
-            directory = resolve(init)
-            model_config = read_config(directory)
-            weights = read_weights(directory)
-            if config.encoder and model_config.encoder is None:  # the encoder's projections start at zero
-                model_config = with_encoder(model_config, config.encoder)
-                weights = _grown(model_config, weights, str(directory))
-            config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
-                                         preset=_preset_name(model_config.unet))
-        else:
-            model_config = new_model_config(config)
-            weights = None
+        state, model_config, weights, config, init = self._origin(config, init, resume)
         size = config.image_size or (model_config.image_size if (init or resume) else
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
         encoder = model_config.encoder
@@ -499,51 +399,9 @@ class _Trainer:
         torch.manual_seed(config.seed)  # the initial weights of a new network
         network = build_network(self.model_config, weights, where=str(init or run_dir))
         validate(config, d.world, network.downsample_factor)
-
-        # Data: every process scans the same list; rank 0 reports what it skips.
-        paths = find_images(data)
-        if not paths:
-            raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
-        self.data_names = [Path(p).name for p in data]
-        good, self.skipped = check_images(paths, warn=lambda m: self.emit(
-            TrainEvent("warning", 0, config.steps, m)))
-        view = encoder.size if encoder else None
-        self.dataset = TrainingImages(good, config.tasks, size, config.seed, config.crop, view)
-        self.validation = (validation_batch(good, config.tasks, size, config.seed, config.sample_count, config.crop,
-                                            view) if config.sample_every and d.rank == 0 else [])
-        self.encoder = None
-        if encoder:
-            from . import features
-
-            self.encoder = features.load(encoder.sha256, d.device).to(memory_format=torch.channels_last)
-
-        self.network = network.to(d.device).train()
-        frozen = _PARTS.get(config.freeze, ())
-        for name, p in self.network.named_parameters():
-            p.requires_grad_(not name.startswith(frozen))
-        trainable = [p for p in self.network.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=lr_at(config, 0))
-        # The EMA network is what gets saved; only rank 0 saves, so only rank 0 keeps it.
-        self.ema: nn.Module | None = None
-        if d.rank == 0:
-            self.ema = build_network(self.model_config, state["ema"] if state else None).to(d.device)
-            if state is None:
-                self.ema.load_state_dict(self.network.state_dict())
-            self.ema.requires_grad_(False)
-        self.scaler = torch.amp.GradScaler(d.device.type, enabled=config.precision == "fp16")
-        self.start = 0
-        if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler") and config.precision == "fp16":
-                self.scaler.load_state_dict(state["scaler"])
-            self.start = int(state["step"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if d.device.type == "cuda" and state["rng"]["cuda"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"][0], d.device)
-            if self.start >= config.steps:
-                raise PaletteError(f"{run_dir}: the run already did {self.start} of {config.steps} steps; "
-                                   f"pass a larger --steps to continue")
-
+        self._setup_data(data)
+        self._setup_optimizer(network, state)
+        self.start = self._restore(state)
         train_gammas = schedule_gammas(self.model_config.train_schedule)
         self.objective = _Objective(self.network, config.tasks, train_gammas, config.loss, config.objective,
                                     config.residual, self._perceptual())
@@ -558,6 +416,87 @@ class _Trainer:
             self._trim_metrics(self.start)
         _barrier(d)
 
+    # -- setting up --
+
+    def _origin(self, config: TrainConfig, init: str | None, resume: bool):
+        """(state, model config, weights, config, init) of a resumed, finetuned or new run."""
+        state: dict[str, Any] | None = None
+        if resume:
+            state = read_state(self.run_dir)
+            model_config = cfg.from_dict(json.loads(state["model_config"]))
+            init = state.get("init") or None
+            weights = state["model"]
+        elif (self.run_dir / STATE_NAME).exists():
+            raise PaletteError(f"{self.run_dir}: already holds a training run ({STATE_NAME}); pass --resume to "
+                               f"continue it, or choose another output directory")
+        elif init is not None:
+            directory = resolve(init)
+            model_config = read_config(directory)
+            weights = read_weights(directory)
+            if config.encoder and model_config.encoder is None:  # the encoder's projections start at zero
+                model_config = with_encoder(model_config, config.encoder)
+                weights = _grown(model_config, weights, str(directory))
+            config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
+                                         preset=_preset_name(model_config.unet))
+        else:
+            model_config = new_model_config(config)
+            weights = None
+        return state, model_config, weights, config, init
+
+    def _setup_data(self, data: Sequence[str | os.PathLike]) -> None:
+        """Every process scans the same list; rank 0 reports what it skips."""
+        c = self.config
+        paths = find_images(data)
+        if not paths:
+            raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
+        self.data_names = [Path(p).name for p in data]
+        good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)))
+        encoder = self.model_config.encoder
+        view = encoder.size if encoder else None
+        self.dataset = TrainingImages(good, c.tasks, c.image_size, c.seed, c.crop, view)
+        self.validation = (validation_batch(good, c.tasks, c.image_size, c.seed, c.sample_count, c.crop, view)
+                           if c.sample_every and self.d.rank == 0 else [])
+        self.encoder = None
+        if encoder:
+            from . import features
+
+            self.encoder = features.load(encoder.sha256, self.d.device).to(memory_format=torch.channels_last)
+
+    def _setup_optimizer(self, network: nn.Module, state: dict[str, Any] | None) -> None:
+        """The trained network, its optimizer, the EMA copy (rank 0) and the loss scaler."""
+        c, d = self.config, self.d
+        self.network = network.to(d.device).train()
+        frozen = _PARTS.get(c.freeze, ())
+        for name, p in self.network.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=lr_at(c, 0))
+        # The EMA network is what gets saved; only rank 0 saves, so only rank 0 keeps it.
+        self.ema: nn.Module | None = None
+        if d.rank == 0:
+            self.ema = build_network(self.model_config, state["ema"] if state else None).to(d.device)
+            if state is None:
+                self.ema.load_state_dict(self.network.state_dict())
+            self.ema.requires_grad_(False)
+        self.scaler = torch.amp.GradScaler(d.device.type, enabled=c.precision == "fp16")
+
+    def _restore(self, state: dict[str, Any] | None) -> int:
+        """Optimizer, scaler and RNG of a resumed run; the step it starts at."""
+        if state is None:
+            return 0
+        c, d = self.config, self.d
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and c.precision == "fp16":
+            self.scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if d.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"][0], d.device)
+        if start >= c.steps:
+            raise PaletteError(f"{self.run_dir}: the run already did {start} of {c.steps} steps; "
+                               f"pass a larger --steps to continue")
+        return start
+
     # -- the loop --
 
     def run(self) -> TrainResult:
@@ -566,42 +505,18 @@ class _Trainer:
         batches = _StepBatches(self.start, c.steps, c.batch_size, c.grad_accum, d.world, d.rank)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=c.workers,
                                              pin_memory=d.device.type == "cuda")
-        autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16 if c.precision == "bf16" else torch.float16)
-                    if c.precision != "fp32" else contextlib.nullcontext())
-        ntasks = len(c.tasks)
         self.emit(TrainEvent("start", self.start, c.steps, f"{len(self.dataset)} images, "
                              f"{len(self.skipped)} skipped, {d.world} process(es), {micro} images per micro-batch",
                              {"images": len(self.dataset), "skipped": len(self.skipped), "world_size": d.world}))
-        window = np.zeros(2 + 2 * ntasks)  # loss x items, items, per-task loss x items, per-task items
-        t0 = time.perf_counter()
+        # loss x items, items, per-task loss x items, per-task items; since t0
+        self._window, self._t0 = np.zeros(2 + 2 * len(c.tasks)), time.perf_counter()
         step, stopped, consistent = self.start, False, True
         it = iter(loader)
         try:
-            while step < c.steps:
+            while step < c.steps and not stopped:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(c, step)
-                per_task = torch.zeros(2, ntasks)
-                for m in range(c.grad_accum):
-                    batch = _next(it)
-                    batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-                    gen = sample_generator(c.seed, _NOISE_STREAM + (step * d.world + d.rank) * c.grad_accum + m)
-                    sync = (self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1
-                            else contextlib.nullcontext())
-                    with sync:
-                        with autocast:
-                            feats = self._features(batch, step * c.grad_accum + m)
-                            loss, groups = self.module(batch["target"], batch["cond"], batch["mask"],
-                                                       batch["task"], gen, feats)
-                        self.scaler.scale(loss / c.grad_accum).backward()
-                    per_task += groups
-                # One small all-reduce per step: non-finite flag, stop request, loss statistics.
-                stop_request = bool(self.should_stop())
-                finite = bool(torch.isfinite(per_task[0]).all())
-                flags = torch.cat([torch.tensor([float(not finite), float(stop_request)]), per_task.flatten()])
-                if d.world > 1:
-                    flags = flags.to(d.device)
-                    dist.all_reduce(flags)
-                    flags = flags.cpu()
+                flags = self._all_reduce(self._accumulate(step, it))
                 if flags[0] > 0:
                     self._diverged(step + 1)
                 consistent = False  # the optimizer and EMA updates must not be cut in half
@@ -611,32 +526,8 @@ class _Trainer:
                 self._update_ema(step)
                 step += 1
                 consistent = True
-
-                sums, counts = flags[2:2 + ntasks].numpy(), flags[2 + ntasks:].numpy()
-                window += np.concatenate([[sums.sum(), counts.sum()], sums, counts])
-                step_loss = float(sums.sum() / max(counts.sum(), 1))
-                elapsed = time.perf_counter() - t0
-                rate = window[1] / elapsed if elapsed > 0 else 0.0
-                self.emit(TrainEvent("step", step, c.steps, metrics={"loss": step_loss, "lr": lr_at(c, step - 1),
-                                                                     "images_per_s": rate}))
                 stopped = bool(flags[1] > 0)
-                if step % c.log_every == 0 or step == c.steps or stopped:
-                    self._log(step, window, elapsed, ntasks)
-                    window[:] = 0
-                    t0 = time.perf_counter()
-                paused = False
-                if c.sample_every and (step % c.sample_every == 0 or step == c.steps):
-                    self._sample(step)
-                    paused = True
-                if step % c.save_every == 0 or step == c.steps or stopped:
-                    self._save(step)
-                    paused = True
-                if paused:  # writing is not training: keep it out of images/s
-                    _barrier(d)
-                    window[:] = 0
-                    t0 = time.perf_counter()
-                if stopped:
-                    break
+                self._after_step(step, flags, stopped)
         except KeyboardInterrupt:
             # A hard interrupt: keep what was done unless it came mid-update.
             if consistent and step > (self.last_saved or 0):
@@ -644,7 +535,97 @@ class _Trainer:
             raise
         return TrainResult(self.run_dir, step, c.steps, stopped, len(self.dataset), self.skipped)
 
+    def _accumulate(self, step: int, it) -> torch.Tensor:
+        """Forward and backward over the step's micro-batches; per-task [loss x items, items]."""
+        c, d = self.config, self.d
+        autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16 if c.precision == "bf16" else torch.float16)
+                    if c.precision != "fp32" else contextlib.nullcontext())
+        per_task = torch.zeros(2, len(c.tasks))
+        for m in range(c.grad_accum):
+            batch = _next(it)
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            gen = seeds.stream(c.seed, "noise", (step * d.world + d.rank) * c.grad_accum + m)
+            sync = self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    feats = self._features(batch, step * c.grad_accum + m)
+                    loss, groups = self.module(batch["target"], batch["cond"], batch["mask"], batch["task"], gen,
+                                               feats)
+                self.scaler.scale(loss / c.grad_accum).backward()
+            per_task += groups
+        return per_task
+
+    def _all_reduce(self, per_task: torch.Tensor) -> torch.Tensor:
+        """One small all-reduce per step: [non-finite flag, stop request, loss statistics...]."""
+        stop_request = bool(self.should_stop())
+        finite = bool(torch.isfinite(per_task[0]).all())
+        flags = torch.cat([torch.tensor([float(not finite), float(stop_request)]), per_task.flatten()])
+        if self.d.world > 1:
+            flags = flags.to(self.d.device)
+            dist.all_reduce(flags)
+            flags = flags.cpu()
+        return flags
+
+    def _after_step(self, step: int, flags: torch.Tensor, stopped: bool) -> None:
+        """Report the step; log, sample and save when due (writing is kept out of images/s)."""
+        c, ntasks, window = self.config, len(self.config.tasks), self._window
+        sums, counts = flags[2:2 + ntasks].numpy(), flags[2 + ntasks:].numpy()
+        window += np.concatenate([[sums.sum(), counts.sum()], sums, counts])
+        step_loss = float(sums.sum() / max(counts.sum(), 1))
+        elapsed = time.perf_counter() - self._t0
+        rate = window[1] / elapsed if elapsed > 0 else 0.0
+        self.emit(TrainEvent("step", step, c.steps, metrics={"loss": step_loss, "lr": lr_at(c, step - 1),
+                                                             "images_per_s": rate}))
+        if step % c.log_every == 0 or step == c.steps or stopped:
+            self._log(step, window, elapsed, ntasks)
+            window[:] = 0
+            self._t0 = time.perf_counter()
+        paused = False
+        if c.sample_every and (step % c.sample_every == 0 or step == c.steps):
+            self._sample(step)
+            paused = True
+        if step % c.save_every == 0 or step == c.steps or stopped:
+            self._save(step)
+            paused = True
+        if paused:
+            _barrier(self.d)
+            window[:] = 0
+            self._t0 = time.perf_counter()
+
     # -- pieces of the loop --
+
+    def _features(self, batch: dict[str, torch.Tensor], micro: int) -> torch.Tensor | None:
+        """The frozen encoder's maps of a micro-batch's views; a share `dropout` of items gets the
+        null condition (zeros), so the model also works, and can be guided, without them."""
+        if self.encoder is None:
+            return None
+        from . import features
+
+        enc = self.model_config.encoder
+        maps = features.encode(self.encoder, batch["view"], enc.size)
+        gen = seeds.stream(self.config.seed, "dropout", micro * self.d.world + self.d.rank)
+        keep = (torch.rand(maps.shape[0], generator=gen) >= enc.dropout).to(maps)
+        return maps * keep[:, None, None, None]
+
+    def _grid_network(self, rows: list[int]):
+        """The EMA network for sample-grid rows, given their encoder maps if the model has an encoder."""
+        if self.encoder is None:
+            return self.ema
+        from . import features
+
+        views = torch.stack([self.validation[i].view for i in rows]).to(self.d.device)
+        return functools.partial(self.ema, features=features.encode(self.encoder, views,
+                                                                    self.model_config.encoder.size))
+
+    def _perceptual(self) -> Callable | None:
+        """W x the frozen classifier's feature distance between predicted and true clean images."""
+        weight = self.config.perceptual
+        if not weight:
+            return None
+        from . import features
+
+        network = self.encoder or features.load(device=self.d.device).to(memory_format=torch.channels_last)
+        return lambda x_hat, x: weight * features.perceptual_distance(network, x_hat, x, PERCEPTUAL_SIZE)
 
     @torch.no_grad()
     def _update_ema(self, updates: int) -> None:
@@ -661,29 +642,6 @@ class _Trainer:
                  if self.last_saved else f"no checkpoint was written to {self.run_dir} yet")
         raise PaletteError(f"step {step}: the training loss is not finite (NaN or inf); stopped, {where}. "
                            f"Lower --lr, lengthen --warmup or use --precision fp32")
-
-    def _perceptual(self) -> Callable | None:
-        """W x the frozen classifier's feature distance between predicted and true clean images."""
-        weight = self.config.perceptual
-        if not weight:
-            return None
-        from . import features
-
-        network = self.encoder or features.load(device=self.d.device).to(memory_format=torch.channels_last)
-        return lambda x_hat, x: weight * features.perceptual_distance(network, x_hat, x, PERCEPTUAL_SIZE)
-
-    def _features(self, batch: dict[str, torch.Tensor], micro: int) -> torch.Tensor | None:
-        """The frozen encoder's maps of a micro-batch's views; a share `dropout` of items gets the
-        null condition (zeros), so the model also works, and can be guided, without them."""
-        if self.encoder is None:
-            return None
-        from . import features
-
-        enc = self.model_config.encoder
-        maps = features.encode(self.encoder, batch["view"], enc.size)
-        gen = sample_generator(self.config.seed, _DROP_STREAM + micro * self.d.world + self.d.rank)
-        keep = (torch.rand(maps.shape[0], generator=gen) >= enc.dropout).to(maps)
-        return maps * keep[:, None, None, None]
 
     def _log(self, step: int, window: np.ndarray, elapsed: float, ntasks: int) -> None:
         if self.d.rank != 0 or window[1] == 0:
@@ -741,21 +699,15 @@ class _Trainer:
         cond = torch.stack([v.cond for v in self.validation]).to(self.d.device)
         out = torch.empty_like(target)
         gammas = schedule_gammas(mc.sample_schedule).to(self.d.device)
+        how = resolve_sampling(mc, steps=c.sample_steps)
         for t in sorted({v.task for v in self.validation}):  # one sampler call per task: masks differ
             rows = [i for i, v in enumerate(self.validation) if v.task == t]
             mask = None
-            if is_masked(c.tasks[t]):
+            if task_modules.get(c.tasks[t]).MASKED:
                 mask = torch.stack([self.validation[i].mask for i in rows]).to(self.d.device)
-            network = self.ema
-            if self.encoder is not None:
-                from . import features
-
-                views = torch.stack([self.validation[i].view for i in rows]).to(self.d.device)
-                network = functools.partial(self.ema, features=features.encode(
-                    self.encoder, views, mc.encoder.size))
-            out[rows] = sample(network, cond[rows], gammas, sampler=mc.sampler, steps=c.sample_steps or mc.steps,
-                               generators=[sample_generator(c.seed, i) for i in rows], mask=mask,
-                               objective=mc.objective, residual=mc.residual, strength=mc.strength)
+            out[rows] = sample(self._grid_network(rows), cond[rows], gammas, sampler=how.sampler, steps=how.steps,
+                               generators=[seeds.generator(c.seed, i) for i in rows], mask=mask,
+                               objective=mc.objective, residual=mc.residual, strength=how.strength)
         path = self.run_dir / SAMPLES_DIR / f"step-{step:09d}.png"
         path.parent.mkdir(exist_ok=True)
         write_grid(path, [[cond[i], out[i], target[i]] for i in range(len(out))])
@@ -790,15 +742,6 @@ def _next(it) -> dict[str, torch.Tensor]:
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
         last = lines[-1] if lines else str(err)
         raise PaletteError(last.split("PaletteError: ", 1)[-1]) from None
-
-
-def _grown(model_config: cfg.ModelConfig, weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """Trained weights plus freshly initialised (zero-output) encoder projections."""
-    fresh = build_network(model_config).state_dict()
-    missing = set(fresh) - set(weights)
-    if set(weights) - set(fresh) or any(not k.startswith(("feature_embed.", "feature_map_in.")) for k in missing):
-        raise PaletteError(f"{where}: weights do not match the network with an encoder added")
-    return {**fresh, **weights}
 
 
 def _preset_name(unet: cfg.UNetConfig) -> str:

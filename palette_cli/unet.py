@@ -12,6 +12,7 @@ Module names follow the public Palette trainer so that its checkpoints load key 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -152,6 +153,15 @@ class Block(nn.Sequential):
         return x
 
 
+def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
+    """Self-attention over `ch` channels: fixed-width heads, or `heads` of them when num_head_channels is -1."""
+    if cfg.num_head_channels != -1:
+        if ch % cfg.num_head_channels:
+            raise ValueError(f"{ch} channels are not divisible by num_head_channels {cfg.num_head_channels}")
+        heads = ch // cfg.num_head_channels
+    return AttentionBlock(ch, heads, cfg.legacy_attention_order)
+
+
 class UNet(nn.Module):
     """Palette's denoiser: (concat[source, x_t], gamma) -> eps."""
 
@@ -165,13 +175,7 @@ class UNet(nn.Module):
         def res(cin: int, cout: int | None = None, **kw) -> ResBlock:
             return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, **kw)
 
-        def attn(ch: int, heads: int) -> AttentionBlock:
-            if cfg.num_head_channels != -1:
-                if ch % cfg.num_head_channels:
-                    raise ValueError(f"{ch} channels are not divisible by num_head_channels "
-                                     f"{cfg.num_head_channels}")
-                heads = ch // cfg.num_head_channels
-            return AttentionBlock(ch, heads, cfg.legacy_attention_order)
+        attn = functools.partial(_attention, cfg)
 
         ch = first = int(cfg.channel_mults[0] * base)
         self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
@@ -191,8 +195,7 @@ class UNet(nn.Module):
                 skip_chans.append(ch)
                 ds *= 2
 
-        mid = ch  # bottleneck channels, where the encoder's map is added
-        # Attention in the middle block always, whatever attn_factors says.
+        mid = ch  # bottleneck channels (the encoder's map is added there); attention always in the middle
         self.middle_block = Block(res(ch), attn(ch, cfg.num_heads), res(ch))
 
         heads_up = cfg.num_heads if cfg.num_heads_upsample == -1 else cfg.num_heads_upsample
@@ -210,12 +213,16 @@ class UNet(nn.Module):
                 self.output_blocks.append(Block(*layers))
 
         if cfg.encoder_channels:
-            self.feature_embed = nn.Sequential(nn.Linear(cfg.encoder_channels, emb_dim), nn.SiLU(),
-                                               zero_module(nn.Linear(emb_dim, emb_dim)))
-            self.feature_map_in = zero_module(nn.Conv2d(cfg.encoder_channels, mid, 1))
-
+            self._add_encoder_projections(emb_dim, mid)
         self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
+
+    def _add_encoder_projections(self, emb_dim: int, mid: int) -> None:
+        """Zero-initialised projections of the encoder's pooled vector (into the embedding) and map
+        (onto the bottleneck's `mid` channels): a network gaining an encoder starts as it was."""
+        c = self.config.encoder_channels
+        self.feature_embed = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), zero_module(nn.Linear(emb_dim, emb_dim)))
+        self.feature_map_in = zero_module(nn.Conv2d(c, mid, 1))
 
     @property
     def downsample_factor(self) -> int:

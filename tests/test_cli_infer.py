@@ -322,6 +322,22 @@ def test_ctrl_c_leaves_only_complete_files_and_skip_existing_resumes(tmp_path, t
     assert len(json_lines(resumed)) == 20 - len(written) and len(list(out.iterdir())) == 20
 
 
+def test_ctrl_c_while_torch_is_imported_exits_130_with_no_outputs(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    args = ["-X", "importtime", "-m", "palette_cli", "colorize", str(PHOTOS[0]), "-o", str(out), "--model",
+            str(tiny_model_dir)]
+    proc = subprocess.Popen([sys.executable, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=_env())
+    for line in proc.stderr:  # -X importtime reports each module as its import finishes
+        if line.rsplit("|", 1)[-1].strip().startswith("numpy._typing"):
+            break  # inside `import torch`, where it probes numpy: a KeyboardInterrupt here was swallowed
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted before any work; nothing was written" in stderr and "Traceback" not in stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_dpmpp_and_strength_reach_the_sampler(tmp_path, tiny_model_dir):
     from typer.testing import CliRunner
 
@@ -343,3 +359,14 @@ def test_dpmpp_and_strength_reach_the_sampler(tmp_path, tiny_model_dir):
     bad = CliRunner().invoke(app, ["jpeg", str(photos[0]), "-o", str(tmp_path / "bad"), "--model",
                                    str(tiny_model_dir), "--strength", "0"])
     assert bad.exit_code == 2 and "strength" in bad.output
+
+
+def test_uncrop_half_doubles_a_seven_pixel_photo(tmp_path, tiny_model_dir):
+    with Image.open(PHOTOS[0]) as im:
+        im.convert("RGB").crop((0, 0, 7, 5)).save(tmp_path / "small.png")
+    result = palette("uncrop", tmp_path / "small.png", "-o", tmp_path / "out", "--model", tiny_model_dir,
+                     "--side", "right", "--ratio", "0.5")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "small.uncrop.0.png") as out:
+        assert out.size == (14, 5)
+        assert np.array_equal(np.asarray(out.convert("RGB"))[:, :7], pixels(tmp_path / "small.png"))

@@ -31,7 +31,7 @@ from palette_cli.convert import (
 from palette_cli.diffusion import gammas as schedule_gammas
 from palette_cli.errors import PaletteError
 from palette_cli.samplers import sample, sample_generator
-from palette_cli.tasks import center_mask, fill_noise
+from palette_cli.tasks.masks import center_mask, fill_noise
 from palette_cli.unet import UNet
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference-palette-small"

@@ -13,7 +13,7 @@ from PIL import Image
 from palette_cli.data import (TrainingImages, check_images, find_images, load_rgb, make_item, random_crop, to_tensor,
                               validation_batch)
 from palette_cli.errors import PaletteError
-from palette_cli.tasks import to_gray
+from palette_cli.tasks.colorize import to_gray
 
 DATA = Path(__file__).parent / "data"
 KODAK = sorted(DATA.glob("kodim*-96.png"))

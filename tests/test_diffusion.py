@@ -10,7 +10,7 @@ import torch
 from palette_cli import diffusion as D
 from palette_cli import samplers as S
 from palette_cli.checkpoint import build_network
-from palette_cli.tasks import to_gray
+from palette_cli.tasks.colorize import to_gray
 from palette_cli.config import PAPER_SAMPLE_SCHEDULE, PRESETS, TRAIN_SCHEDULE, ModelConfig, ScheduleConfig
 from palette_cli.unet import AttentionBlock, gamma_embedding
 

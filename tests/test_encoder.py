@@ -11,6 +11,8 @@ from PIL import Image
 
 from palette_cli import config as cfg
 from palette_cli import features, pipeline, tasks
+from palette_cli.tasks.colorize import to_gray
+from palette_cli.tasks.masks import center_mask
 from palette_cli.checkpoint import build_network, load_model, native_bf16, save_model
 from palette_cli.data import random_crop, random_crop_view
 from palette_cli.errors import PaletteError
@@ -93,9 +95,9 @@ def test_encoder_view_is_the_tasks_base_image():
     gray = tasks.encoder_view("colorize", region, cond, None, 64)
     assert torch.allclose(gray[0], gray[1]) and torch.allclose(gray[1], gray[2])
     assert tasks.encoder_view("jpeg", region, cond, None, 64).shape == (3, 64, 64)
-    mask = tasks.center_mask(32, 32)
+    mask = center_mask(32, 32)
     filled = tasks.encoder_view("inpaint", region, cond, mask, 64)
-    hole = tasks.center_mask(64, 64)[0].bool()
+    hole = center_mask(64, 64)[0].bool()
     # The hole holds one colour (the mean of the known pixels): nothing of the hidden content.
     assert filled[:, hole].std(dim=1).max() < 1e-6
     with pytest.raises(PaletteError, match="needs a mask"):
@@ -180,7 +182,7 @@ def test_perceptual_loss_adds_a_feature_distance_that_trains_the_network():
     _randomize(network)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
-    cond = tasks.to_gray(x0)
+    cond = to_gray(x0)
     classifier = features.load()
     calls = []
 

@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from palette_cli import evaluate, metrics, tasks
+from palette_cli.tasks import colorize, inpaint, jpeg, masks, uncrop
 from palette_cli.checkpoint import load_model
 from palette_cli.cli import app, _register
 from palette_cli.cli import eval as eval_cli
@@ -84,7 +85,7 @@ def test_report_has_settings_per_image_and_mean_metrics(cli_reports, task):
     assert report["wins"]["psnr"] == sum(r["model"]["psnr"] > r["baseline"]["psnr"] for r in report["images"])
     assert report["psnr_cap_db"] == metrics.PSNR_CAP_DB
     assert set(report["skipped"]) == {"fid", "lpips", "chimle_variance"}
-    assert report["baseline"] == evaluate.BASELINES[task]
+    assert report["baseline"] == tasks.get(task).BASELINE
 
     div = report["diversity"]
     assert div["pairs"] == 3 * K * (K - 1) // 2 and sum(div["histogram"]["counts"]) == div["pairs"]
@@ -102,7 +103,7 @@ def test_task_specific_fields(cli_reports):
     colorize = cli_reports["colorize"][0]
     assert colorize["mean"]["baseline"]["colorfulness"] == pytest.approx(0.0, abs=1e-3)  # the gray input
     assert colorize["mean"]["ground_truth"]["colorfulness"] > 10
-    assert cli_reports["jpeg"][0]["settings"]["quality"] == evaluate.DEFAULT_QUALITY
+    assert cli_reports["jpeg"][0]["settings"]["quality"] == jpeg.DEFAULT_QUALITY
     inpaint = cli_reports["inpaint"][0]
     assert inpaint["settings"]["mask_mode"] == "center" and inpaint["scored_region"] == "restored region (mask)"
     assert all(r["mask_fraction"] == 0.25 for r in inpaint["images"])  # half the height, half the width
@@ -128,13 +129,14 @@ def test_baseline_and_model_scored_on_the_same_inputs(cli_reports, data_dir, tin
     for index, row in enumerate(report["images"]):
         target = evaluate.load_ground_truth(data_dir / row["file"], SIZE)
         # The input, built here from the task's definition, not from the report.
-        mask = {"inpaint": tasks.center_mask(SIZE, SIZE), "uncrop": tasks.uncrop_mask(SIZE, SIZE, "right")}.get(task)
-        cond, mask = tasks.degrade(task, target, evaluate.degrade_generator(7, index), mask=mask,
-                                   quality=evaluate.DEFAULT_QUALITY)
+        options = {"inpaint": {"mask": masks.center_mask(SIZE, SIZE)},
+                   "uncrop": {"mask": masks.uncrop_mask(SIZE, SIZE, "right")},
+                   "jpeg": {"quality": jpeg.DEFAULT_QUALITY}}.get(task, {})
+        cond, mask = tasks.degrade(task, target, evaluate.degrade_generator(7, index), **options)
         if task == "colorize":
-            expected_baseline = tasks.to_gray(target)
+            expected_baseline = colorize.to_gray(target)
         elif task == "jpeg":
-            expected_baseline = tasks.jpeg_recompress_tensor(target, evaluate.DEFAULT_QUALITY)
+            expected_baseline = jpeg.jpeg_recompress_tensor(target, jpeg.DEFAULT_QUALITY)
         else:
             known = target[:, mask[0] == 0]  # (3, N) known pixels
             expected_baseline = target * (1 - mask) + known.mean(dim=1)[:, None, None] * mask
@@ -150,7 +152,7 @@ def test_baseline_and_model_scored_on_the_same_inputs(cli_reports, data_dir, tin
 
 def test_identity_scores_the_psnr_cap(data_dir):
     target = evaluate.load_ground_truth(data_dir / "kodim05-96.png", SIZE)
-    mask = tasks.center_mask(SIZE, SIZE)
+    mask = masks.center_mask(SIZE, SIZE)
     scores = evaluate.score("inpaint", target, target, mask)
     assert scores["psnr"] == metrics.PSNR_CAP_DB and scores["ssim"] == pytest.approx(1.0, abs=1e-6)
     scores = evaluate.score("colorize", target, target, None)
@@ -233,9 +235,9 @@ def test_missing_data_and_bad_options(tiny_model_dir, tmp_path):
 def test_cli_choices_match_the_library():
     hints = typing.get_type_hints(eval_cli.eval_command, include_extras=True)
     choices = {name: typing.get_args(typing.get_args(hints[name])[0]) for name in ("task", "mask_mode", "side")}
-    assert choices == {"task": tasks.TASKS, "mask_mode": evaluate.MASK_MODES, "side": evaluate.UNCROP_MODES}
+    assert choices == {"task": tasks.TASKS, "mask_mode": inpaint.EVAL_MASK_MODES, "side": uncrop.EVAL_SIDES}
     assert typing.get_type_hints(eval_cli.eval_command)["quality"] is int
-    assert eval_cli.eval_command.__kwdefaults__["quality"] == evaluate.DEFAULT_QUALITY
+    assert eval_cli.eval_command.__kwdefaults__["quality"] == jpeg.DEFAULT_QUALITY
 
 
 def test_help_lists_eval_without_importing_torch():

@@ -11,7 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from palette_cli import evaluate, images, metrics, tasks
+from palette_cli import evaluate, images, metrics, pipeline, tasks
+from palette_cli.tasks.colorize import to_gray
 from palette_cli.checkpoint import load_model
 from palette_cli.cli import _register, app
 from palette_cli.evaluate import EvalSettings
@@ -51,7 +52,7 @@ def test_feature_scores_follow_the_images(labelled):
     truth = [images.to_tensor(images.load_photo(p).rgb) for p in sorted(labelled.glob("*.png"))]
     names = [p.name for p in sorted(labelled.glob("*.png"))]
     labels = LABELLED / "LABELS.tsv"
-    same = evaluate.feature_scores({"model": truth, "baseline": [tasks.to_gray(x) for x in truth],
+    same = evaluate.feature_scores({"model": truth, "baseline": [to_gray(x) for x in truth],
                                     "ground_truth": truth}, names, labels, torch.device("cpu"))
     assert same["model"]["ca"] == 1.0 and same["model"]["pd"] == pytest.approx(0, abs=1e-4)
     assert same["model"]["fd"] == pytest.approx(0, abs=1e-3)
@@ -67,10 +68,9 @@ def test_eval_at_another_size_goes_through_the_full_resolution_path(tiny_model_d
     model = load_model(tiny_model_dir, device="cpu")  # a 32 px model evaluated at 64 px
     settings = EvalSettings(task=task, image_size=64, steps=2, limit=1, features=False, grid_rows=1)
     target = evaluate.load_ground_truth(sorted(labelled.glob("*.png"))[0], 64)
-    gen = evaluate.degrade_generator(0, 0)
-    mask = evaluate.eval_mask(settings, 64, gen)
-    cond, mask = tasks.degrade(task, target, gen, mask=mask, quality=settings.quality)
-    out = metrics.quantize(evaluate._restore(model, target, cond, mask, settings, "ddim", 2))[0]
+    cond, mask = tasks.get(task).degrade(target, evaluate.degrade_generator(0, 0), **evaluate.task_options(settings))
+    sampling = pipeline.resolve_sampling(model, "ddim", 2)
+    out = metrics.quantize(evaluate._restore(model, target, cond, mask, settings, sampling))[0]
     assert out.shape == (3, 64, 64)
     if task == "colorize":  # the chroma is the model's, the luminance the input's
         luma = lambda x: (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])  # noqa: E731

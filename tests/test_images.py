@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from palette_cli import images, tasks
+from palette_cli import images
 from palette_cli.errors import PaletteError
 
 DATA = Path(__file__).parent / "data"
@@ -148,83 +148,7 @@ def test_tensor_round_trip_is_exact():
     assert np.array_equal(np.asarray(images.to_pil(x)), np.asarray(img))
 
 
-# --- colorize -------------------------------------------------------------------------------
-
-
-def test_recombined_chroma_keeps_full_resolution_luminance():
-    img = kodak()
-    small = images.resize(images.to_tensor(img), (32, 32))  # a perfect colour prediction at 32x32
-    out = images.recombine_chroma(img, small)
-    assert out.size == img.size
-    orig, got = np.asarray(img), np.asarray(out)
-    luma = lambda a: a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
-    assert np.abs(luma(got) - luma(orig)).mean() < 0.5  # luminance is the original's, up to rounding
-    gray = np.asarray(img.convert("L").convert("RGB"))
-    assert psnr(got, orig) > 30 > psnr(gray, orig) + 5  # and the colour comes back
-
-
-def test_recombined_chroma_follows_the_prediction():
-    img = kodak().convert("L").convert("RGB")
-    red = torch.tensor([0.6, -0.4, -0.4]).view(3, 1, 1).expand(3, 32, 32)
-    arr = np.asarray(images.recombine_chroma(img, red)).astype(int)
-    assert (arr[..., 0] >= arr[..., 1]).mean() > 0.95 and (arr[..., 0] - arr[..., 2]).mean() > 40
-    # Far outside the RGB cube: desaturated, not clipped, so luminance is still the input's.
-    wild = torch.tensor([3.0, -3.0, 3.0]).view(3, 1, 1).expand(3, 32, 32)
-    out = images.recombine_chroma(img, wild)
-    diff = np.asarray(out.convert("L"), float) - np.asarray(img.convert("L"), float)
-    assert np.abs(diff).max() <= 1 and np.asarray(out).std(axis=2).mean() > 10
-
-
-# --- jpeg tiles -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("h, w", [(64, 96), (32, 32), (20, 50), (33, 70), (5, 3)])
-def test_tiles_merge_back_to_the_image(h, w):
-    x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    tiling = images.make_tiling(h, w, tile=32, overlap=8)
-    tiles = images.split_tiles(x, tiling)
-    assert tiles.shape[1:] == (3, 32, 32)
-    assert torch.allclose(images.merge_tiles(tiles, tiling), x, atol=1e-6)
-
-
-def test_tile_seams_are_blended():
-    tiling = images.make_tiling(64, 96, tile=32, overlap=8)
-    # Neighbouring tiles that disagree completely (-1 vs 1): a hard seam would jump by 2.
-    tiles = torch.stack([torch.full((3, 32, 32), (-1.0) ** (i + t // 24)) for i, (t, _) in
-                         enumerate(tiling.corners)])
-    merged = images.merge_tiles(tiles, tiling)
-    jumps = max(merged.diff(dim=1).abs().max(), merged.diff(dim=2).abs().max())
-    assert 0 < float(jumps) <= 0.3
-
-
-def test_tile_starts_overlap_and_cover():
-    for length in (32, 33, 96, 100, 257):
-        starts = images.tile_starts(length, 32, 8)
-        assert starts[0] == 0 and starts[-1] == max(length - 32, 0)
-        assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
-
-
-# --- inpaint --------------------------------------------------------------------------------
-
-
-def test_mask_crop_box_contains_the_mask_and_stays_inside():
-    mask = tasks.box_mask(64, 96, (70, 5, 10, 8))
-    x0, y0, x1, y1 = images.mask_crop_box(mask, min_side=32)
-    assert 0 <= x0 <= 70 and 80 <= x1 <= 96 and 0 <= y0 <= 5 and 13 <= y1 <= 64
-    assert x1 - x0 == y1 - y0 == 32  # square, at least the model's size
-    assert images.mask_crop_box(tasks.box_mask(64, 96, (0, 0, 96, 64)), min_side=32) == (0, 0, 96, 64)
-
-
-def test_paste_masked_changes_only_masked_pixels():
-    img = kodak()
-    mask = tasks.free_form_mask(64, 96, torch.Generator().manual_seed(3))
-    box = (10, 0, 74, 64)
-    out = np.asarray(images.paste_masked(img, torch.zeros(3, 64, 64), mask, box))
-    orig = np.asarray(img)
-    keep = mask[0].numpy() == 0
-    keep[:, :10] = keep[:, 74:] = True  # outside the box nothing is pasted
-    assert np.array_equal(out[keep], orig[keep])
-    assert (out[~keep] == 128).all()
+# --- masks from files ---------------------------------------------------------------------
 
 
 def test_load_mask_checks_size_and_treats_transparency_as_keep(tmp_path):
@@ -239,25 +163,6 @@ def test_load_mask_checks_size_and_treats_transparency_as_keep(tmp_path):
     Image.new("L", (96, 64), 0).save(path)
     with pytest.raises(PaletteError, match="mask.png: mask is empty"):
         images.load_mask(path, (96, 64))
-
-
-# --- uncrop ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("side", tasks.UNCROP_SIDES)
-@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7])
-@pytest.mark.parametrize("h, w", [(64, 96), (17, 5)])
-def test_uncrop_canvas_keeps_exactly_the_original(side, ratio, h, w):
-    mask, (top, left) = images.uncrop_canvas(h, w, side, ratio)
-    assert torch.equal(mask, tasks.uncrop_mask(*mask.shape[1:], side, ratio))  # the training mask
-    assert (mask[0, top:top + h, left:left + w] == 0).all()
-    assert mask.sum() == mask[0].numel() - h * w
-    assert images.known_box(mask) == (top, left, h, w)
-
-
-def test_uncrop_half_doubles_the_width():
-    mask, offset = images.uncrop_canvas(64, 96, "left", 0.5)
-    assert mask.shape == (1, 64, 192) and offset == (0, 96)
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -284,3 +189,30 @@ def test_with_alpha_places_alpha_at_offset():
     out = images.with_alpha(rgb, Image.new("L", (4, 2), 9), (3, 1))
     alpha = np.asarray(out.getchannel("A"))
     assert (alpha[1:3, 3:7] == 9).all() and alpha.sum() == 255 * (60 - 8) + 9 * 8
+
+
+def test_training_evaluation_and_inference_decode_the_same_pixels(tmp_path):
+    from palette_cli.data import load_rgb
+    from palette_cli.evaluate import load_ground_truth
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), mode="RGB")
+    sixteen = Image.fromarray((rng.integers(0, 65536, (40, 56))).astype(np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (40, 56), dtype=np.uint8), mode="L"))
+    paletted = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    paletted.info["transparency"] = 3
+    files = {"16bit.png": sixteen, "rgba.png": rgba, "cmyk.jpg": rgb.convert("CMYK"), "p.png": paletted,
+             "gray.png": rgb.convert("L")}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        photo = images.load_photo(tmp_path / name).rgb
+        assert np.array_equal(np.asarray(load_rgb(tmp_path / name)), np.asarray(photo)), name
+        truth = load_ground_truth(tmp_path / name, 32)
+        expected = photo.resize((45, 32), Image.Resampling.BICUBIC).crop((6, 0, 38, 32))
+        assert np.array_equal(np.asarray(images.to_pil(truth)), np.asarray(expected)), name
+    # 16-bit is scaled to 8 bits (65535 -> 255), not clipped to white as Image.convert("RGB") does.
+    got = np.asarray(load_rgb(tmp_path / "16bit.png"))[..., 0].astype(int)
+    want = np.clip(np.rint(np.asarray(sixteen).astype(float) / 257), 0, 255).astype(int)
+    assert np.array_equal(got, want)

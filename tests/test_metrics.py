@@ -11,7 +11,7 @@ from PIL import Image
 
 from palette_cli import metrics
 from palette_cli.errors import PaletteError
-from palette_cli.tasks import to_gray
+from palette_cli.tasks.colorize import to_gray
 
 from conftest import DATA
 

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import make_tiny_model
-from palette_cli import images, pipeline, tasks
+from palette_cli import images, pipeline
+from palette_cli.tasks import inpaint, masks
+from palette_cli.tasks.jpeg import jpeg_recompress
 from palette_cli.checkpoint import load_model
 from palette_cli.errors import PaletteError
 
@@ -66,7 +68,7 @@ def test_seed_decides_the_samples(model, cond):
 
 
 def test_known_pixels_are_kept_with_a_mask(model, cond):
-    mask = tasks.center_mask(32, 32).expand(3, 1, 32, 32).contiguous()
+    mask = masks.center_mask(32, 32).expand(3, 1, 32, 32).contiguous()
     out = pipeline.restore_tensors(model, cond, mask, num_samples=2)
     known = mask.expand(3, 3, 32, 32) == 0
     for k in range(2):
@@ -144,14 +146,14 @@ def test_jpeg_tiles_any_size(model):
     img = photo().crop((0, 0, 75, 41))  # not a multiple of anything
     prep = pipeline.prepare(model, "jpeg", img, quality=10)
     assert prep.cond.shape[1:] == (3, 32, 32) and len(prep.cond) > 1
-    assert np.array_equal(np.asarray(prep.photo.rgb), np.asarray(tasks.jpeg_recompress(img, 10)))
+    assert np.array_equal(np.asarray(prep.photo.rgb), np.asarray(jpeg_recompress(img, 10)))
     (out,) = pipeline.restore(model, "jpeg", img, quality=10)
     assert out.size == (75, 41)
 
 
 def test_inpaint_changes_only_the_hole(model):
     img = photo()
-    hole = tasks.box_mask(64, 96, (60, 20, 20, 30)).numpy()[0] > 0
+    hole = masks.box_mask(64, 96, (60, 20, 20, 30)).numpy()[0] > 0
     for out in pipeline.restore(model, "inpaint", img, mask_box=(60, 20, 20, 30), num_samples=2):
         got, orig = np.asarray(out), np.asarray(img)
         assert out.size == img.size
@@ -163,15 +165,15 @@ def test_inpaint_mask_sources_agree(model):
     img = photo()
     drawn = Image.new("L", img.size, 0)
     drawn.paste(255, (60, 20, 80, 50))
-    by_image = pipeline.inpaint_mask(images.photo_from_pil(img), mask=drawn)
-    by_box = pipeline.inpaint_mask(images.photo_from_pil(img), mask_box=(60, 20, 20, 30))
+    by_image = inpaint.inpaint_mask(images.photo_from_pil(img), mask=drawn)
+    by_box = inpaint.inpaint_mask(images.photo_from_pil(img), mask_box=(60, 20, 20, 30))
     assert torch.equal(by_image, by_box)
-    free = pipeline.inpaint_mask(images.photo_from_pil(img), mask_mode="free-form", seed=4)
-    assert torch.equal(free, pipeline.inpaint_mask(images.photo_from_pil(img), mask_mode="free-form", seed=4))
+    free = inpaint.inpaint_mask(images.photo_from_pil(img), mask_mode="free-form", seed=4)
+    assert torch.equal(free, inpaint.inpaint_mask(images.photo_from_pil(img), mask_mode="free-form", seed=4))
     with pytest.raises(PaletteError, match="exactly one"):
-        pipeline.inpaint_mask(images.photo_from_pil(img), mask=drawn, mask_mode="center")
+        inpaint.inpaint_mask(images.photo_from_pil(img), mask=drawn, mask_mode="center")
     with pytest.raises(PaletteError, match="mask is 10x10 but the image is 96x64"):
-        pipeline.inpaint_mask(images.photo_from_pil(img), mask=Image.new("L", (10, 10), 255))
+        inpaint.inpaint_mask(images.photo_from_pil(img), mask=Image.new("L", (10, 10), 255))
 
 
 @pytest.mark.parametrize("side, size, at", [("right", (192, 64), (0, 0)), ("top", (96, 128), (0, 64)),
@@ -206,34 +208,3 @@ def test_stream_batches_photos_without_changing_them(model):
         assert [np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(result.outputs, expected)] == [True] * 2
         assert result.seconds > 0
     assert set(steps) == {4}  # two photos (four samples) per group: one batch of 4 steps
-
-
-# --- files ----------------------------------------------------------------------------------
-
-
-def test_find_inputs_folders_globs_and_outputs(tmp_path):
-    (tmp_path / "sub").mkdir()
-    for name in ("a.png", "b.JPG", "sub/c.png", "a.colorize.0.png", ".hidden.png", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    flat, problems = pipeline.find_inputs([str(tmp_path)])
-    assert [i.relative.as_posix() for i in flat] == ["a.png", "b.JPG"] and problems == []
-    deep, _ = pipeline.find_inputs([str(tmp_path), str(tmp_path / "a.png")], recursive=True)
-    assert [i.relative.as_posix() for i in deep] == ["a.png", "b.JPG", "sub/c.png"]  # a.png once
-    globbed, _ = pipeline.find_inputs([str(tmp_path / "**" / "*.png")])
-    assert sorted(i.relative.as_posix() for i in globbed) == ["a.png", "sub/c.png"]
-    _, problems = pipeline.find_inputs([str(tmp_path / "sub" / "*.jpg"), str(tmp_path / "sub" / "empty")])
-    assert len(problems) == 1 and "no image matches" in problems[0]
-
-
-def test_output_paths_and_masks(tmp_path):
-    item = pipeline.InputFile(tmp_path / "in" / "trip" / "x.jpg", Path("trip/x.jpg"))
-    assert pipeline.output_paths(item, "inpaint", 2, tmp_path / "out") == [
-        tmp_path / "out" / "trip" / "x.inpaint.0.png", tmp_path / "out" / "trip" / "x.inpaint.1.png"]
-    assert pipeline.output_paths(item, "jpeg", 1, None) == [tmp_path / "in" / "trip" / "x.jpeg.0.png"]
-    (tmp_path / "masks" / "trip").mkdir(parents=True)
-    with pytest.raises(PaletteError, match="x.jpg: no mask for it"):
-        pipeline.find_mask(tmp_path / "masks", item)
-    (tmp_path / "masks" / "trip" / "x.bmp").write_bytes(b"x")
-    assert pipeline.find_mask(tmp_path / "masks", item).name == "x.bmp"
-    (tmp_path / "masks" / "trip" / "x.png").write_bytes(b"x")
-    assert pipeline.find_mask(tmp_path / "masks", item).name == "x.png"

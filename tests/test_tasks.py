@@ -1,9 +1,10 @@
-"""Tests for palette_cli.tasks: masks, degradations and the degrade() entry point."""
+"""Tests for palette_cli.tasks: the registry, the shared masks, each task's degradation."""
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,26 +13,24 @@ from PIL import Image
 
 from palette_cli import tasks
 from palette_cli.errors import PaletteError
-from palette_cli.tasks import (
-    MASKED_TASKS,
-    TASKS,
+from palette_cli.images import mask_from_image
+from palette_cli import images
+from palette_cli.tasks import TASKS, colorize, degrade, inpaint, jpeg, uncrop
+from palette_cli.tasks.colorize import to_gray
+from palette_cli.tasks.jpeg import encode_jpeg, jpeg_recompress, jpeg_recompress_tensor, sample_jpeg_quality
+from palette_cli.tasks.masks import (
     UNCROP_SIDES,
     box_mask,
     center_mask,
-    degrade,
-    encode_jpeg,
     fill_noise,
     free_form_mask,
-    jpeg_recompress,
-    jpeg_recompress_tensor,
-    mask_from_image,
     random_box_mask,
-    sample_jpeg_quality,
-    to_gray,
     train_inpaint_mask,
     train_uncrop_mask,
     uncrop_mask,
 )
+
+MASKED_TASKS = tuple(name for name, module in tasks.REGISTRY.items() if module.MASKED)
 
 H, W = 64, 48
 SEEDS = range(20)
@@ -64,7 +63,8 @@ def random_target(seed: int = 0, h: int = 32, w: int = 32) -> torch.Tensor:
 
 
 def test_constants():
-    assert TASKS == ("colorize", "inpaint", "uncrop", "jpeg")
+    assert TASKS == tuple(tasks.REGISTRY) == ("colorize", "inpaint", "uncrop", "jpeg")
+    assert all(name == module.NAME for name, module in tasks.REGISTRY.items())
     assert MASKED_TASKS == ("inpaint", "uncrop")
     assert UNCROP_SIDES == ("left", "right", "top", "bottom", "all")
 
@@ -361,6 +361,124 @@ def test_sample_jpeg_quality_custom_range_and_validation():
         sample_jpeg_quality(g, 30, 5)
 
 
+def kodak() -> Image.Image:
+    """A real 96x64 photo."""
+    with Image.open(Path(__file__).parent / "data" / "kodim23-96.png") as im:
+        return im.convert("RGB")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+# --- colorize: full resolution -------------------------------------------------------------------------------
+
+
+def test_recombined_chroma_keeps_full_resolution_luminance():
+    img = kodak()
+    small = images.resize(images.to_tensor(img), (32, 32))  # a perfect colour prediction at 32x32
+    out = colorize.recombine_chroma(img, small)
+    assert out.size == img.size
+    orig, got = np.asarray(img), np.asarray(out)
+    luma = lambda a: a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
+    assert np.abs(luma(got) - luma(orig)).mean() < 0.5  # luminance is the original's, up to rounding
+    gray = np.asarray(img.convert("L").convert("RGB"))
+    assert psnr(got, orig) > 30 > psnr(gray, orig) + 5  # and the colour comes back
+
+
+def test_recombined_chroma_follows_the_prediction():
+    img = kodak().convert("L").convert("RGB")
+    red = torch.tensor([0.6, -0.4, -0.4]).view(3, 1, 1).expand(3, 32, 32)
+    arr = np.asarray(colorize.recombine_chroma(img, red)).astype(int)
+    assert (arr[..., 0] >= arr[..., 1]).mean() > 0.95 and (arr[..., 0] - arr[..., 2]).mean() > 40
+    # Far outside the RGB cube: desaturated, not clipped, so luminance is still the input's.
+    wild = torch.tensor([3.0, -3.0, 3.0]).view(3, 1, 1).expand(3, 32, 32)
+    out = colorize.recombine_chroma(img, wild)
+    diff = np.asarray(out.convert("L"), float) - np.asarray(img.convert("L"), float)
+    assert np.abs(diff).max() <= 1 and np.asarray(out).std(axis=2).mean() > 10
+
+
+# --- jpeg tiles -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(64, 96), (32, 32), (20, 50), (33, 70), (5, 3)])
+def test_tiles_merge_back_to_the_image(h, w):
+    x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    tiling = jpeg.make_tiling(h, w, tile=32, overlap=8)
+    tiles = jpeg.split_tiles(x, tiling)
+    assert tiles.shape[1:] == (3, 32, 32)
+    assert torch.allclose(jpeg.merge_tiles(tiles, tiling), x, atol=1e-6)
+
+
+def test_tile_seams_are_blended():
+    tiling = jpeg.make_tiling(64, 96, tile=32, overlap=8)
+    # Neighbouring tiles that disagree completely (-1 vs 1): a hard seam would jump by 2.
+    tiles = torch.stack([torch.full((3, 32, 32), (-1.0) ** (i + t // 24)) for i, (t, _) in
+                         enumerate(tiling.corners)])
+    merged = jpeg.merge_tiles(tiles, tiling)
+    jumps = max(merged.diff(dim=1).abs().max(), merged.diff(dim=2).abs().max())
+    assert 0 < float(jumps) <= 0.3
+
+
+def test_tile_starts_overlap_and_cover():
+    for length in (32, 33, 96, 100, 257):
+        starts = jpeg.tile_starts(length, 32, 8)
+        assert starts[0] == 0 and starts[-1] == max(length - 32, 0)
+        assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+
+
+# --- inpaint --------------------------------------------------------------------------------
+
+
+def test_mask_crop_box_contains_the_mask_and_stays_inside():
+    mask = box_mask(64, 96, (70, 5, 10, 8))
+    x0, y0, x1, y1 = inpaint.mask_crop_box(mask, min_side=32)
+    assert 0 <= x0 <= 70 and 80 <= x1 <= 96 and 0 <= y0 <= 5 and 13 <= y1 <= 64
+    assert x1 - x0 == y1 - y0 == 32  # square, at least the model's size
+    assert inpaint.mask_crop_box(box_mask(64, 96, (0, 0, 96, 64)), min_side=32) == (0, 0, 96, 64)
+
+
+def test_paste_masked_changes_only_masked_pixels():
+    img = kodak()
+    mask = free_form_mask(64, 96, torch.Generator().manual_seed(3))
+    box = (10, 0, 74, 64)
+    out = np.asarray(inpaint.paste_masked(img, torch.zeros(3, 64, 64), mask, box))
+    orig = np.asarray(img)
+    keep = mask[0].numpy() == 0
+    keep[:, :10] = keep[:, 74:] = True  # outside the box nothing is pasted
+    assert np.array_equal(out[keep], orig[keep])
+    assert (out[~keep] == 128).all()
+
+
+# --- uncrop: full resolution ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", UNCROP_SIDES)
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7])
+@pytest.mark.parametrize("h, w", [(64, 96), (17, 5)])
+def test_uncrop_canvas_keeps_exactly_the_original(side, ratio, h, w):
+    mask, (top, left) = uncrop.uncrop_canvas(h, w, side, ratio)
+    assert torch.equal(mask, uncrop_mask(*mask.shape[1:], side, ratio))  # the training mask
+    assert (mask[0, top:top + h, left:left + w] == 0).all()
+    assert mask.sum() == mask[0].numel() - h * w
+    assert uncrop.known_box(mask) == (top, left, h, w)
+
+
+def test_uncrop_half_doubles_the_width():
+    mask, offset = uncrop.uncrop_canvas(64, 96, "left", 0.5)
+    assert mask.shape == (1, 64, 192) and offset == (0, 96)
+
+
+def test_uncrop_half_doubles_any_width():
+    # 7 px: a 13-px canvas also keeps 7 (round(6.5) == 6), but ratio 0.5 means double.
+    for w in (7, 9, 13, 96):
+        mask, offset = uncrop.uncrop_canvas(5, w, "right", 0.5)
+        assert mask.shape == (1, 5, 2 * w) and offset == (0, 0)
+    mask, offset = uncrop.uncrop_canvas(7, 5, "top", 0.5)
+    assert mask.shape == (1, 14, 5) and offset == (7, 0)
+
+
 # --- degrade --------------------------------------------------------------------------------
 
 
@@ -412,6 +530,7 @@ def test_degrade_errors():
 
 
 def test_module_uses_no_global_random():
-    src = open(tasks.__file__, encoding="utf-8").read()
-    assert "import random" not in src and "np.random" not in src
+    for module in (tasks, tasks.masks, *tasks.REGISTRY.values()):
+        src = open(module.__file__, encoding="utf-8").read()
+        assert "import random" not in src and "np.random" not in src, module.__name__
     assert math.isclose(0.299 + 0.587 + 0.114, 1.0)

@@ -9,22 +9,7 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
-app = typer.Typer(
-    name="palette",
-    help="Restore images with Palette image-to-image diffusion models: colorize, inpaint, uncrop, "
-         "JPEG artifact removal; train, finetune, convert and publish models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Restore images with Palette image-to-image diffusion models."""
+from .common import app
 
 
 def _register() -> None:
@@ -34,7 +19,8 @@ def _register() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _register()
-    from .common import run_app
+    from .common import defer_interrupts, run_app
 
+    defer_interrupts()  # the commands resume them once their imports are done
+    _register()
     sys.exit(run_app(app))

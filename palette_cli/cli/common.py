@@ -1,14 +1,31 @@
-"""What every subcommand shares: the consoles, error reporting and the app runner."""
+"""What every subcommand shares: the app, the consoles, error reporting, Ctrl-C handling and the runner."""
 
 from __future__ import annotations
 
-from typing import Literal
+import signal
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
 
 # palette_cli.tasks.TASKS, spelled out because importing that module imports torch.
 Task = Literal["colorize", "inpaint", "uncrop", "jpeg"]
+
+app = typer.Typer(
+    name="palette",
+    help="Restore images with Palette image-to-image diffusion models: colorize, inpaint, uncrop, "
+         "JPEG artifact removal; train, finetune, convert and publish models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Restore images with Palette image-to-image diffusion models."""
+
 
 # Results on stdout, messages and progress on stderr, so `--json` output stays machine-readable.
 out = Console(highlight=False, soft_wrap=True)
@@ -26,10 +43,45 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# A Ctrl-C while the command imports its libraries is held here, not raised: an exception raised
+# inside an import can be swallowed by a library's own `except` and the run would go on.
+_held = {"deferring": False, "interrupted": False}
+
+
+def _hold_interrupt(signum: int, frame: Any) -> None:
+    _held["interrupted"] = True
+
+
+def defer_interrupts() -> None:
+    """From now until `resume_interrupts`, Ctrl-C is remembered instead of raised."""
+    _held["deferring"] = True
+    signal.signal(signal.SIGINT, _hold_interrupt)
+
+
+def resume_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt again; one that came while deferred is raised now."""
+    if not _held["deferring"]:
+        return
+    _held["deferring"] = False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _held["interrupted"]:
+        raise KeyboardInterrupt
+
+
+def imports_done() -> None:
+    """Call once a command's libraries are imported: a Ctrl-C held meanwhile exits 130 before any work."""
+    try:
+        resume_interrupts()
+    except KeyboardInterrupt:
+        error_line("interrupted before any work; nothing was written")
+        raise typer.Exit(130) from None
+
+
 def run_app(app: typer.Typer) -> int:
     """Run the Typer app; a library error becomes one red line and exit code 1.
 
-    Typer's standalone mode handles the rest: usage errors exit 2, `--help` exits 0.
+    Typer's standalone mode handles the rest: usage errors exit 2, `--help` exits 0. A Ctrl-C held
+    while deferred and never resumed by the command still ends the run with 130.
     """
     from ..errors import PaletteError
 
@@ -38,4 +90,8 @@ def run_app(app: typer.Typer) -> int:
     except PaletteError as exc:
         error_line(str(exc))
         return 1
-    return 0
+    except SystemExit as exc:
+        if _held["interrupted"] and exc.code in (0, None):
+            return 130
+        raise
+    return 130 if _held["interrupted"] else 0

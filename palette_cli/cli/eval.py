@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from . import app
-from .common import Task, err, error_line, out
+from .common import Task, app, err, error_line, imports_done, out
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.
@@ -56,6 +55,8 @@ def eval_command(
 
     from ..checkpoint import load_model
     from ..evaluate import EvalSettings, evaluate, save_report
+
+    imports_done()
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
                             strength=strength, dtype=dtype, guidance=guidance,
@@ -125,8 +126,9 @@ def _print_features(scores: dict) -> None:
                         f"{scores['unlabelled']} unlabelled)", caption=scores["note"])
     for column in ("metric", "model", "baseline", "ground truth"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for key, label, fmt in (("ca", "CA (top-1 %) ↑", "{:.1f}"), ("fd", "FD ↓", "{:.2f}"), ("kid", "KID ↓", "{:.4f}"),
-                            ("pd", "PD ↓", "{:.2f}")):
+    rows = (("ca", "CA (top-1 %) ↑", "{:.1f}"), ("fd", "FD ↓", "{:.2f}"), ("kid", "KID ↓", "{:.4f}"),
+            ("pd", "PD ↓", "{:.2f}"))
+    for key, label, fmt in rows:
         cells = []
         for name in ("model", "baseline", "ground_truth"):
             value = scores[name][key]

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import Task, err, out
+from .common import Task, app, err, imports_done, out
 
 
 class DType(str, Enum):
@@ -63,6 +62,8 @@ def convert_command(
     """Convert a checkpoint of the PyTorch Palette trainer into a palette model directory."""
     from ..convert import convert_checkpoint
 
+    imports_done()
+
     result = convert_checkpoint(
         src, output, config=config, task=task, dtype=dtype.value, image_size=image_size,
         num_heads=num_heads, num_head_channels=num_head_channels,
@@ -89,6 +90,8 @@ def push_command(
 ) -> None:
     """Upload a model directory to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
     from ..hub import push_model
+
+    imports_done()
 
     result = push_model(model_dir, repo_id, private=private, revision=revision, license=license,
                         callback=_progress)

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import out
+from .common import app, imports_done, out
 
 
 @app.command("models")
@@ -17,6 +16,8 @@ def models_command(
 ) -> None:
     """List built-in models and Palette models in the Hugging Face cache."""
     from ..models_index import list_models
+
+    imports_done()
 
     rows = list_models()
     if as_json:

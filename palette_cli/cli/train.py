@@ -2,59 +2,85 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from . import app
-from .common import err, fail, out
+from ..config import (DEFAULT_IMAGE_SIZE, ENCODER_NAMES, FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, PRECISIONS,
+                      PRESETS, TrainConfig)
+from .common import app, err, fail, imports_done, out
+from .options import option_groups
 
-# Options both commands share, defined once. None means "not given": a resumed run keeps the
-# value it was started with unless the option is given again.
+# Defaults shown in the help come from the config itself (config.py imports no torch).
+_D = TrainConfig()
+_SIZES = ", ".join(f"{size} {name}" for name, size in DEFAULT_IMAGE_SIZE.items())
+
 DataArg = Annotated[list[Path], typer.Argument(
     help="Image folders (searched recursively), image files, or list files with one path per line.",
     show_default=False)]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Run directory (model/, state.pt, "
                                          "metrics.jsonl, samples/).", show_default=False)]
-TaskOpt = Annotated[str | None, typer.Option(
-    "--task", "-t", help="colorize, inpaint, uncrop, jpeg, or several joined by commas (one generalist model).")]
-ImageSizeOpt = Annotated[int | None, typer.Option(help="Crop size in pixels \\[default: 32 tiny, 64 small, "
-                                                  "256 paper256; a finetuned model's own size].")]
-BatchOpt = Annotated[int | None, typer.Option(help="Images per optimizer step, over all processes "
-                                              "\\[default: 8].")]
-AccumOpt = Annotated[int | None, typer.Option(help="Micro-batches per step (saves memory) \\[default: 1].")]
-StepsOpt = Annotated[int | None, typer.Option(help="Total optimizer steps of the run \\[default: 10000].")]
-EmaOpt = Annotated[float | None, typer.Option(help="EMA decay ceiling; warmed up as min(decay, (1+n)/(10+n)) "
-                                              "\\[default: 0.9999].")]
-LossOpt = Annotated[str | None, typer.Option(help="l2 or l1 \\[default: l2].")]
-PrecisionOpt = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16; auto takes bf16 only where it "
-                                                 "runs natively (CUDA, AVX512-BF16 or AMX CPUs) \\[default: auto].")]
-PerceptualOpt = Annotated[float | None, typer.Option(help="Add W x the distance between the predicted and the "
-                                                     "true clean image in a frozen ImageNet classifier's "
-                                                     "feature space \\[default: 0, off].")]
-EncoderOpt = Annotated[str | None, typer.Option(help="Condition the network on a frozen pretrained encoder of the "
-                                                "input: efficientnet-lite0 (ImageNet-trained, ships with palette) "
-                                                "\\[default: none; finetune keeps the model's].")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed of the data order, crops, masks and noise "
-                                             "\\[default: 0].")]
-WorkersOpt = Annotated[int | None, typer.Option(help="Data loader processes \\[default: 0].")]
-SaveEveryOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints \\[default: 1000].")]
-SampleEveryOpt = Annotated[int | None, typer.Option(help="Steps between sample grids, 0 for none "
-                                                    "\\[default: 1000].")]
-SampleStepsOpt = Annotated[int | None, typer.Option(help="Sampler steps for the grids \\[default: the "
-                                                    "model's].")]
-LogEveryOpt = Annotated[int | None, typer.Option(help="Steps per metrics.jsonl line \\[default: 10].")]
-CropOpt = Annotated[str | None, typer.Option(help="native: crop at the photo's resolution; fit: shrink the "
-                                             "short side to the crop size first \\[default: native].")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps; under torchrun each process uses its "
-                                        "LOCAL_RANK GPU.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but warnings and errors.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="No progress bar; print one JSON object on stdout when the "
-                                       "run ends (status, step, total, model, images, skipped).")]
+
+
+# Options both commands share, declared once. None means "not given": a resumed run keeps the
+# value it was started with unless the option is given again.
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How a run trains, for train and finetune alike; fields are TrainConfig's."""
+
+    image_size: Annotated[int | None, typer.Option(
+        help=f"Crop size in pixels \\[default: {_SIZES}; a finetuned model's own size].")] = None
+    batch_size: Annotated[int | None, typer.Option(
+        help=f"Images per optimizer step, over all processes \\[default: {_D.batch_size}].")] = None
+    grad_accum: Annotated[int | None, typer.Option(
+        help=f"Micro-batches per step (saves memory) \\[default: {_D.grad_accum}].")] = None
+    ema_decay: Annotated[float | None, typer.Option(
+        help=f"EMA decay ceiling; warmed up as min(decay, (1+n)/(10+n)) \\[default: {_D.ema_decay}].")] = None
+    loss: Annotated[str | None, typer.Option(help=f"l2 or l1 \\[default: {_D.loss}].")] = None
+    precision: Annotated[str | None, typer.Option(
+        help=f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}; auto takes bf16 only where it runs natively "
+        f"(CUDA, CPUs with AVX512-BF16 or AMX) \\[default: {_D.precision}].")] = None
+    encoder: Annotated[str | None, typer.Option(
+        help=f"Condition the network on a frozen pretrained encoder of its input: {', '.join(ENCODER_NAMES)} "
+        "(ImageNet-trained, installed with palette) \\[default: none; finetune keeps the model's].")] = None
+    perceptual: Annotated[float | None, typer.Option(
+        help="Add W x the distance between the predicted and the true clean image in a frozen ImageNet "
+        f"classifier's feature space \\[default: {_D.perceptual}, off].")] = None
+    seed: Annotated[int | None, typer.Option(
+        help=f"Seed of the data order, crops, masks and noise \\[default: {_D.seed}].")] = None
+    workers: Annotated[int | None, typer.Option(help=f"Data loader processes \\[default: {_D.workers}].")] = None
+    save_every: Annotated[int | None, typer.Option(
+        help=f"Steps between checkpoints \\[default: {_D.save_every}].")] = None
+    sample_every: Annotated[int | None, typer.Option(
+        help=f"Steps between sample grids, 0 for none \\[default: {_D.sample_every}].")] = None
+    sample_steps: Annotated[int | None, typer.Option(
+        help="Sampler steps for the grids \\[default: the model's].")] = None
+    log_every: Annotated[int | None, typer.Option(
+        help=f"Steps per metrics.jsonl line \\[default: {_D.log_every}].")] = None
+    crop: Annotated[str | None, typer.Option(
+        help=f"native: crop at the photo's resolution; fit: shrink the short side to the crop size first "
+        f"\\[default: {_D.crop}].")] = None
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """Where the run goes on, whether it continues, what it prints."""
+
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")] = False
+    device: Annotated[str, typer.Option(
+        help="auto, cpu, cuda or mps; under torchrun each process uses its LOCAL_RANK GPU.")] = "auto"
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but warnings and errors.")] = False
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="No progress bar; print one JSON object on stdout when the run ends (status, step, "
+        "total, model, images, skipped).")] = False
+
+
+training_command = option_groups(training=TrainingOptions, control=RunControl)
 
 
 def _rank() -> int:
@@ -95,68 +121,76 @@ class _StopOnSignal:
         return self.requested
 
 
-def _stop(progress: Any) -> None:
-    """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
-    if progress.live.is_started:
-        progress.stop()
-
-
 def _changes(**options: Any) -> dict[str, Any]:
     """The options the user gave (not None), as TrainConfig fields."""
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
-    """Run a training function with progress on rank 0 and turn its outcomes into exit codes."""
-    import json
+class _Display:
+    """Training events on rank 0: warnings, a progress bar from the first step, the last save."""
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    def __init__(self, chatty: bool) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-    from ..errors import PaletteError
+        self.chatty = chatty
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=err, disable=not chatty, transient=False)
+        self.bar: Any = None
+        self.saved = 0
 
-    rank0 = _rank() == 0
-    chatty = rank0 and not quiet and not as_json  # info lines and the progress bar
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=err, disable=not chatty, transient=False)
-    bar = None
-    saved = [0]
-
-    def on_event(event: Any) -> None:
-        nonlocal bar
+    def __call__(self, event: Any) -> None:
         if event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
-            if chatty:
+            if self.chatty:
                 err.print(f"training on {event.message}")
-            progress.start()  # only now: an early error prints no empty progress line
-            bar = progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
-        elif event.kind == "step" and bar is not None:
-            progress.update(bar, completed=event.step, loss=f"{event.metrics['loss']:.4f}",
-                            rate=f"{event.metrics['images_per_s']:.1f}")
+            self.progress.start()  # only now: an early error prints no empty progress line
+            self.bar = self.progress.add_task("train", total=event.total, completed=event.step, loss="-", rate="-")
+        elif event.kind == "step" and self.bar is not None:
+            self.progress.update(self.bar, completed=event.step, loss=f"{event.metrics['loss']:.4f}",
+                                 rate=f"{event.metrics['images_per_s']:.1f}")
         elif event.kind == "save":
-            saved[0] = event.step
+            self.saved = event.step
 
+    def stop(self) -> None:
+        """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+
+def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
+    """Run a training function with progress on rank 0 and turn its outcomes into exit codes."""
+    from ..errors import PaletteError
+
+    rank0 = _rank() == 0
+    display = _Display(chatty=rank0 and not quiet and not as_json)  # info lines and the progress bar
     with _StopOnSignal(quiet=quiet or as_json) as stop:
         try:
-            result = start(callback=on_event, should_stop=stop)
+            result = start(callback=display, should_stop=stop)
         except PaletteError as exc:
-            _stop(progress)
+            display.stop()
             if rank0:
                 raise fail(str(exc)) from None
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            _stop(progress)
+            display.stop()
             if rank0:
-                where = f"checkpoint at step {saved[0]} kept" if saved[0] else "no checkpoint written"
+                where = f"checkpoint at step {display.saved} kept" if display.saved else "no checkpoint written"
                 err.print(f"interrupted: {where} in {run_dir}")
             raise typer.Exit(130) from None
         finally:
-            _stop(progress)
-    if not rank0:
-        return
+            display.stop()
+    if rank0:
+        _finished(result, run_dir, display.chatty, as_json)
+
+
+def _finished(result: Any, run_dir: Path, chatty: bool, as_json: bool) -> None:
+    """The closing lines (or JSON object) of a run; exit 130 when it was stopped early."""
+    import json
+
     if as_json:
         out.print(json.dumps({"status": "stopped" if result.stopped else "done", "step": result.step,
                               "total": result.total, "run": str(run_dir), "model": str(result.model_dir),
@@ -173,63 +207,63 @@ def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = Fal
         err.print(f"done: {result.step} steps; model in {result.model_dir}")
 
 
+def _start(control: RunControl, data: list[Path], output: Path, changes: dict[str, Any], fresh: Any) -> None:
+    """Resume the run in `output`, or start one with `fresh(config, callback, should_stop)`."""
+    from .. import train as training
+
+    if control.resume:
+        start = lambda **kw: training.resume(data, output, changes, device=control.device, **kw)  # noqa: E731
+    else:
+        start = fresh
+    _execute(start, output, control.quiet, control.as_json)
+
+
+TaskOpt = Annotated[str | None, typer.Option(
+    "--task", "-t", help="colorize, inpaint, uncrop, jpeg, or several joined by commas (one generalist model).")]
+
+
 @app.command("train")
+@training_command
 def train_command(
     data: DataArg,
     output: OutputOpt,
     *,
     task: TaskOpt = None,
-    preset: Annotated[str | None, typer.Option(help="Network size: tiny, small or paper256 "
-                                               "\\[default: small].")] = None,
-    image_size: ImageSizeOpt = None,
-    batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
-    steps: StepsOpt = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate after warmup \\[default: 1e-4].")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps \\[default: 10000].")] = None,
-    ema_decay: EmaOpt = None,
-    loss: LossOpt = None,
-    objective: Annotated[str | None, typer.Option(help="What the network predicts: x0 (the clean image), v, eps "
-                                                  "(Palette's noise) or regression (one-pass baseline) "
-                                                  "\\[default: x0, measured best on small budgets].")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help=f"Network size: {', '.join(list(PRESETS)[:-1])} or {list(PRESETS)[-1]} "
+             f"\\[default: {_D.preset}].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help=f"Total optimizer steps of the run \\[default: {_D.steps}].")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Adam learning rate after warmup \\[default: {_D.lr:g}].")] = None,
+    warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps \\[default: {_D.warmup}].")] = None,
+    objective: Annotated[str | None, typer.Option(help=f"What the network predicts: x0 (the clean image), v, eps "
+                                                  f"(Palette's noise) or regression (one-pass baseline) "
+                                                  f"\\[default: {_D.objective}, measured best on small "
+                                                  f"budgets].")] = None,
     residual: Annotated[bool | None, typer.Option("--residual/--no-residual", help="Diffuse target minus "
                                                   "source (faster to learn) \\[default: on with x0, off "
                                                   "with another --objective].")] = None,
-    precision: PrecisionOpt = None,
-    encoder: EncoderOpt = None,
-    perceptual: PerceptualOpt = None,
-    seed: SeedOpt = None,
-    workers: WorkersOpt = None,
-    save_every: SaveEveryOpt = None,
-    sample_every: SampleEveryOpt = None,
-    sample_steps: SampleStepsOpt = None,
-    log_every: LogEveryOpt = None,
-    crop: CropOpt = None,
-    resume: ResumeOpt = False,
-    device: DeviceOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
+    training: TrainingOptions,
+    control: RunControl,
 ) -> None:
     """Train a new model on your photos; runs on N GPUs under `torchrun --nproc-per-node N`."""
-    from .. import train as training
+    from .. import train as training_lib
 
-    changes = _changes(tasks=task, preset=preset, image_size=image_size, batch_size=batch_size,
-                       grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       objective=objective, residual=residual, precision=precision, encoder=encoder,
-                       perceptual=perceptual, seed=seed,
-                       workers=workers, save_every=save_every, sample_every=sample_every,
-                       sample_steps=sample_steps, log_every=log_every, crop=crop)
-    if resume:
-        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
-        return
-    if task is None:
+    imports_done()
+    changes = _changes(tasks=task, preset=preset, steps=steps, lr=lr, warmup=warmup, objective=objective,
+                       residual=residual, **dataclasses.asdict(training))
+    if task is None and not control.resume:
         raise fail("pass --task (colorize, inpaint, uncrop, jpeg, or several joined by commas)", 2)
-    changes["tasks"] = training.parse_tasks(task)
-    config = training.TrainConfig(**changes)
-    _execute(lambda **kw: training.train(data, output, config, device=device, **kw), output, quiet, as_json)
+
+    def fresh(**kw: Any):
+        config = training_lib.TrainConfig(**{**changes, "tasks": training_lib.parse_tasks(task)})
+        return training_lib.train(data, output, config, device=control.device, **kw)
+
+    _start(control, data, output, changes, fresh)
 
 
 @app.command("finetune")
+@training_command
 def finetune_command(
     model: Annotated[str, typer.Argument(help="Model to start from: built-in name, model directory "
                                          "(e.g. RUN_DIR/model) or Hub id.", show_default=False)],
@@ -239,48 +273,28 @@ def finetune_command(
     task: Annotated[str | None, typer.Option(
         "--task", "-t", help="Tasks to train, joined by commas \\[default: the model's tasks].")] = None,
     freeze: Annotated[str | None, typer.Option(
-        help="Leave a part untrained: encoder (noise embedding, down path, middle), decoder (up path, "
-             "output) or none \\[default: none].")] = None,
-    image_size: ImageSizeOpt = None,
-    batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps of the run \\[default: 2000].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate after warmup \\[default: 2e-5].")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps \\[default: 500].")] = None,
-    ema_decay: EmaOpt = None,
-    loss: LossOpt = None,
-    precision: PrecisionOpt = None,
-    encoder: EncoderOpt = None,
-    perceptual: PerceptualOpt = None,
-    seed: SeedOpt = None,
-    workers: WorkersOpt = None,
-    save_every: SaveEveryOpt = None,
-    sample_every: SampleEveryOpt = None,
-    sample_steps: SampleStepsOpt = None,
-    log_every: LogEveryOpt = None,
-    crop: CropOpt = None,
-    resume: ResumeOpt = False,
-    device: DeviceOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
+        help=f"Leave a part untrained: encoder (noise embedding, down path, middle), decoder (up path, "
+             f"output) or none \\[default: {_D.freeze}].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help=f"Total optimizer steps of the run \\[default: {FINETUNE_STEPS}].")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help=f"Adam learning rate after warmup \\[default: {FINETUNE_LR:g}].")] = None,
+    warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps \\[default: {FINETUNE_WARMUP}].")] = None,
+    training: TrainingOptions,
+    control: RunControl,
 ) -> None:
     """Continue training a saved model on your photos, keeping its network; may change its tasks."""
-    from .. import train as training
-
-    changes = _changes(tasks=task, freeze=freeze, image_size=image_size, batch_size=batch_size,
-                       grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, ema_decay=ema_decay, loss=loss,
-                       precision=precision, encoder=encoder, perceptual=perceptual, seed=seed, workers=workers,
-                       save_every=save_every,
-                       sample_every=sample_every, sample_steps=sample_steps, log_every=log_every, crop=crop)
-    if resume:
-        _execute(lambda **kw: training.resume(data, output, changes, device=device, **kw), output, quiet, as_json)
-        return
+    from .. import train as training_lib
     from ..checkpoint import read_config, resolve
 
-    base = read_config(resolve(model))
-    changes["tasks"] = training.parse_tasks(task) if task else base.tasks
-    defaults = {"lr": training.FINETUNE_LR, "warmup": training.FINETUNE_WARMUP,
-                "steps": training.FINETUNE_STEPS}
-    config = training.TrainConfig(**{**defaults, **changes})
-    _execute(lambda **kw: training.finetune(model, data, output, config, device=device, **kw), output, quiet,
-             as_json)
+    imports_done()
+    changes = _changes(tasks=task, freeze=freeze, steps=steps, lr=lr, warmup=warmup, **dataclasses.asdict(training))
+
+    def fresh(**kw: Any):
+        base = read_config(resolve(model))
+        defaults = {"lr": FINETUNE_LR, "warmup": FINETUNE_WARMUP, "steps": FINETUNE_STEPS}
+        tasks = training_lib.parse_tasks(task) if task else base.tasks
+        config = training_lib.TrainConfig(**{**defaults, **changes, "tasks": tasks})
+        return training_lib.finetune(model, data, output, config, device=control.device, **kw)
+
+    _start(control, data, output, changes, fresh)

@@ -1,4 +1,4 @@
-"""Task degradations (colorize, inpaint, uncrop, jpeg) shared by training and inference.
+"""Masks shared by the masked tasks (inpaint, uncrop): boxes, sides, free-form strokes, noise fill.
 
 Conventions: images are float tensors in [-1, 1] shaped (3, H, W) or (B, 3, H, W);
 masks are float32 tensors shaped (1, H, W) with 1 = pixel to generate, 0 = known.
@@ -8,22 +8,17 @@ reproducible under a seed; Python's ``random`` and numpy's global RNG are never 
 
 from __future__ import annotations
 
-import io
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .errors import PaletteError
+from ..errors import PaletteError
 
-TASKS = ("colorize", "inpaint", "uncrop", "jpeg")
-MASKED_TASKS = ("inpaint", "uncrop")
 UNCROP_SIDES = ("left", "right", "top", "bottom", "all")
-
-# ITU-R BT.601 luma weights; luma is linear so it can be applied to [-1, 1] values directly.
-_LUMA = (0.299, 0.587, 0.114)
 
 # Free-form stroke parameters of DeepFill v2 / Palette (Yu et al. 2019, Algorithm 1),
 # given for a 256 px image and scaled with min(h, w).
@@ -78,21 +73,47 @@ def _pil_to_mask(image: Image.Image) -> Tensor:
     return torch.from_numpy((np.asarray(image) > 0).astype(np.float32))[None]
 
 
+def mean_fill(cond: Tensor, mask: Tensor) -> Tensor:
+    """The hole filled with the mean colour of the known pixels (mid-gray when nothing is known)."""
+    known = 1 - mask
+    mean = (cond * known).sum(dim=(-2, -1), keepdim=True) / known.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
+    return cond * known + mean * mask
+
+
+def masked_view(region: Tensor, mask: Tensor, size: int) -> Tensor:
+    """What a frozen encoder sees of a masked task: `region` at size x size with the hole (the
+    model-size `mask` scaled up) filled by the mean colour of the known pixels, as residual
+    diffusion's base is; nothing of the hole's content shows."""
+    big = (torch.nn.functional.interpolate(mask[None].float(), size=(size, size), mode="area")[0] > 0).float()
+    small = region if tuple(region.shape[-2:]) == (size, size) else torch.nn.functional.interpolate(
+        region[None].float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+    return mean_fill(small.clamp(-1, 1), big)
+
+
+def check_mask(mask: Tensor, h: int, w: int) -> None:
+    """Reject a mask whose shape is not (1, h, w)."""
+    if tuple(mask.shape) != (1, h, w):
+        raise PaletteError(f"mask shape {tuple(mask.shape)} does not match the image; expected (1, {h}, {w})")
+
+
+def degrade_with_mask(target: Tensor, generator: torch.Generator, mask: Tensor | None,
+                      draw: Callable[[int, int, torch.Generator], Tensor]) -> tuple[Tensor, Tensor]:
+    """The target with a hole of noise: `mask` if given, else `draw(h, w, generator)`."""
+    h, w = target.shape[-2:]
+    if mask is None:
+        mask = draw(h, w, generator)
+    else:
+        check_mask(mask, h, w)
+    mask = mask.to(device=target.device, dtype=target.dtype)
+    return fill_noise(target, mask, generator), mask
+
+
 def _area(mask: Tensor) -> float:
     """Fraction of pixels that are masked."""
     return float(mask.mean())
 
 
-# --- deterministic ops ----------------------------------------------------------------------
-
-
-def to_gray(img: Tensor) -> Tensor:
-    """BT.601 luminance of a (3,H,W) or (B,3,H,W) image, repeated to 3 channels."""
-    if img.dim() not in (3, 4) or img.shape[-3] != 3:
-        raise PaletteError(f"expected an image shaped (3,H,W) or (B,3,H,W), got {tuple(img.shape)}")
-    weights = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).view(3, 1, 1)
-    y = (img * weights).sum(dim=-3, keepdim=True)
-    return y.expand_as(img).contiguous()
+# --- fixed masks ----------------------------------------------------------------------
 
 
 def box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> Tensor:
@@ -277,153 +298,3 @@ def train_uncrop_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
     """Training uncrop mask: uniform over the four sides and all borders, 50% masked."""
     side = UNCROP_SIDES[_randint(generator, 0, len(UNCROP_SIDES) - 1)]
     return uncrop_mask(h, w, side, 0.5)
-
-
-# --- user masks -----------------------------------------------------------------------------
-
-
-def _gray_uint8(image: Image.Image) -> np.ndarray:
-    """8-bit gray of any PIL mode; RGBA/LA use the colour's luminance, not the alpha."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        arr = np.asarray(image).astype(np.float64)
-        # Pillow clips these modes to 255 on convert("L"); rescale to 8 bits instead.
-        if image.mode == "F" and arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        elif arr.size and arr.max() > 255:
-            arr = arr / 257.0
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return np.asarray(image.convert("L"))
-
-
-def mask_from_image(image: Image.Image, h: int, w: int) -> Tensor:
-    """(1,h,w) mask from a PIL image of any size/mode: gray > 127 is a hole (white = fill).
-
-    RGBA images use the luminance of their RGB, not the alpha channel; 16-bit images
-    are rescaled to 8 bits before thresholding.
-    """
-    _check_size(h, w)
-    gray = Image.fromarray(_gray_uint8(image), mode="L").resize((w, h), Image.Resampling.NEAREST)
-    mask = torch.from_numpy((np.asarray(gray) > 127).astype(np.float32))[None]
-    if not bool(mask.any()):
-        raise PaletteError("mask is empty (no white pixels)")
-    return mask
-
-
-# --- JPEG -----------------------------------------------------------------------------------
-
-
-def _check_quality(quality: int) -> None:
-    """Reject a JPEG quality outside 1..100."""
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise PaletteError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
-
-
-def encode_jpeg(img: Image.Image, quality: int) -> bytes:
-    """JPEG bytes of an image encoded in memory at `quality` (1..100)."""
-    _check_quality(quality)
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
-
-
-def jpeg_recompress(img: Image.Image, quality: int) -> Image.Image:
-    """Round-trip an image through JPEG at `quality` and return the decoded RGB image."""
-    with Image.open(io.BytesIO(encode_jpeg(img, quality))) as decoded:
-        return decoded.convert("RGB")
-
-
-# images.py has the public to_tensor/to_pil; it imports this module, so these two stay here.
-def _tensor_to_pil(img: Tensor) -> Image.Image:
-    """(3,H,W) tensor in [-1, 1] to an RGB PIL image."""
-    arr = ((img.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
-
-
-def _pil_to_tensor(img: Image.Image) -> Tensor:
-    """RGB PIL image to a (3,H,W) float32 tensor in [-1, 1]."""
-    arr = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.float32))
-    return arr.permute(2, 0, 1) / 127.5 - 1.0
-
-
-def jpeg_recompress_tensor(img: Tensor, quality: int) -> Tensor:
-    """JPEG round trip of a (3,H,W) or (B,3,H,W) tensor in [-1, 1] via uint8."""
-    if img.dim() not in (3, 4) or img.shape[-3] != 3:
-        raise PaletteError(f"expected an image shaped (3,H,W) or (B,3,H,W), got {tuple(img.shape)}")
-    _check_quality(quality)
-    batch = img if img.dim() == 4 else img[None]
-    out = torch.stack([_pil_to_tensor(jpeg_recompress(_tensor_to_pil(x), quality)) for x in batch])
-    out = out.to(device=img.device, dtype=img.dtype)
-    return out if img.dim() == 4 else out[0]
-
-
-def sample_jpeg_quality(generator: torch.Generator, low: int = 5, high: int = 30) -> int:
-    """Palette's training JPEG quality: integer Q in [low, high] with P(Q) ∝ exp(-Q/10)."""
-    if not 1 <= low <= high <= 100:
-        raise PaletteError(f"JPEG quality range must satisfy 1 <= low <= high <= 100, got [{low}, {high}]")
-    qualities = torch.arange(low, high + 1, dtype=torch.float64)
-    weights = torch.exp(-qualities / 10.0).to(generator.device)
-    return low + int(torch.multinomial(weights, 1, generator=generator).item())
-
-
-# --- the entry point ------------------------------------------------------------------------
-
-
-def degrade(
-    task: str,
-    target: Tensor,
-    generator: torch.Generator,
-    *,
-    mask: Tensor | None = None,
-    quality: int | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Make the conditioning image (and mask, for masked tasks) for a (3,H,W) target."""
-    if task not in TASKS:
-        raise PaletteError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if target.dim() != 3 or target.shape[0] != 3:
-        raise PaletteError(f"expected a target image shaped (3,H,W), got {tuple(target.shape)}")
-    if task == "colorize":
-        return to_gray(target), None
-    if task == "jpeg":
-        q = quality if quality is not None else sample_jpeg_quality(generator)
-        return jpeg_recompress_tensor(target, q), None
-    h, w = target.shape[-2:]
-    if mask is None:
-        sampler = train_inpaint_mask if task == "inpaint" else train_uncrop_mask
-        mask = sampler(h, w, generator)
-    elif tuple(mask.shape) != (1, h, w):
-        raise PaletteError(f"mask shape {tuple(mask.shape)} does not match the image; expected (1, {h}, {w})")
-    mask = mask.to(device=target.device, dtype=target.dtype)
-    return fill_noise(target, mask, generator), mask
-
-
-# --- what a frozen encoder sees ---------------------------------------------------------------
-
-
-def _resize(x: Tensor, size: int) -> Tensor:
-    """(C, H, W) -> (C, size, size), antialiased bicubic, clamped to [-1, 1]."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x.clone()
-    out = torch.nn.functional.interpolate(x[None].float(), size=(size, size), mode="bicubic",
-                                          antialias=True, align_corners=False)[0]
-    return out.clamp(-1, 1)
-
-
-def encoder_view(task: str, region: Tensor, cond: Tensor, mask: Tensor | None, size: int) -> Tensor:
-    """(3, size, size): the task's residual base at the encoder's own resolution.
-
-    `region` is the picture the model's `cond` was made from, at the best resolution at hand (the
-    full-resolution photo, crop or canvas), so a frozen encoder sees it at a useful size: the gray
-    photo for colorize; the known pixels with the hole filled by their mean colour for inpaint and
-    uncrop (the mask is `cond`'s, scaled up); for jpeg the JPEG itself, whose artifacts only exist
-    at the model's scale, so `cond` scaled up.
-    """
-    if task == "colorize":
-        return to_gray(_resize(region, size))
-    if task == "jpeg":
-        return _resize(cond, size)
-    if mask is None:
-        raise PaletteError(f"{task} needs a mask for its encoder view")
-    from .diffusion import residual_base
-
-    big = (torch.nn.functional.interpolate(mask[None].float(), size=(size, size), mode="area")[0] > 0).float()
-    return residual_base(_resize(region, size)[None], big[None])[0]

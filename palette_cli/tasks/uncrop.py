@@ -1,0 +1,138 @@
+"""Uncrop: extend a photo beyond its borders; the canvas grows and every original pixel is kept."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .. import images, seeds
+from ..errors import PaletteError
+from .base import Prepared, no_extra_scores
+from .masks import (UNCROP_SIDES, degrade_with_mask, fill_noise, masked_view, mean_fill, train_uncrop_mask,
+                    uncrop_mask)
+
+NAME = "uncrop"
+MASKED = True
+BASELINE = "mean-colour fill (mean of the known pixels)"
+EVAL_OPTIONS = ("side",)
+EVAL_SIDES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
+
+
+def degrade(target: Tensor, generator: torch.Generator, *, side: str = "random",
+            mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The target with half of it (one side, or a border) replaced by noise."""
+    draw = train_uncrop_mask if side == "random" else lambda h, w, _: uncrop_mask(h, w, side)
+    return degrade_with_mask(target, generator, mask, draw)
+
+
+def check(*, side: str = "right", **_other: Any) -> None:
+    """Refuse an unknown evaluation side before any image is read."""
+    if side not in EVAL_SIDES:
+        raise PaletteError(f"unknown uncrop side {side!r}; choose one of {', '.join(EVAL_SIDES)}")
+
+
+baseline = mean_fill  # the diffusion-free answer: the new area filled with the mean colour of the known pixels
+extra_scores = no_extra_scores
+
+
+# --- full resolution: a larger canvas -------------------------------------------------------
+
+
+def _grown(length: int, kept: Callable[[int], int], ideal: float) -> int:
+    """The smallest canvas length from floor(`ideal`) up whose kept part, as `kept` computes it, is `length`.
+
+    Starting at the ideal (length / kept fraction) makes ratio 0.5 double a side of any length;
+    rounding can leave two lengths keeping the same pixels, and the smaller one below the ideal
+    would make a 7-pixel side grow to 13."""
+    start = max(math.floor(ideal), length + 1)
+    for n in [*range(start, 100 * length + 2), *range(start - 1, length, -1)]:
+        if kept(n) == length:
+            return n
+    raise PaletteError(f"cannot grow a side of {length} pixels with this ratio")
+
+
+def _kept_side(ratio: float) -> Callable[[int], int]:
+    """Pixels `uncrop_mask` keeps along a grown side of n pixels (mirrors its rounding)."""
+    return lambda n: n - min(max(round(n * ratio), 1), max(n - 1, 1))
+
+
+def uncrop_canvas(height: int, width: int, side: str, ratio: float) -> tuple[Tensor, tuple[int, int]]:
+    """The mask of the grown canvas and the (top, left) of the original in it.
+
+    The canvas is the one nearest to the photo / (1 - ratio) on which `uncrop_mask(H, W, side, ratio)`
+    (the training mask: `ratio` of the output is new) keeps exactly the original's height x width.
+    """
+    uncrop_mask(height, width, side, ratio)  # validates side and ratio with the mask's messages
+    if side == "all":
+        scale = math.sqrt(1.0 - ratio)
+        kept = lambda n: min(max(round(n * scale), 1), n)  # noqa: E731 (mirrors uncrop_mask)
+        ch, cw = _grown(height, kept, height / scale), _grown(width, kept, width / scale)
+    elif side in ("left", "right"):
+        ch, cw = height, _grown(width, _kept_side(ratio), width / (1 - ratio))
+    else:
+        ch, cw = _grown(height, _kept_side(ratio), height / (1 - ratio)), width
+    mask = uncrop_mask(ch, cw, side, ratio)
+    top, left, kh, kw = known_box(mask)
+    if (kh, kw) != (height, width):  # cannot happen if _grown mirrors uncrop_mask
+        raise PaletteError(f"uncrop canvas {cw}x{ch} does not keep the {width}x{height} original")
+    return mask, (top, left)
+
+
+def known_box(mask: Tensor) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the unmasked rectangle of an uncrop mask."""
+    rows = torch.nonzero(~mask[0].bool().all(dim=1)).flatten()
+    cols = torch.nonzero(~mask[0].bool().all(dim=0)).flatten()
+    return int(rows[0]), int(cols[0]), len(rows), len(cols)
+
+
+def prepare(photo: images.Photo, size: int, *, seed: int = 0, side: str = "right", ratio: float = 0.5,
+            **_other: Any) -> Prepared:
+    """The photo shrunk into the known part of a model-size canvas; the new part is seeded noise."""
+    w, h = photo.size
+    canvas_mask, offset = uncrop_canvas(h, w, side, ratio)
+    small_mask = uncrop_mask(size, size, side, ratio)
+    top, left, kh, kw = known_box(small_mask)
+    canvas = torch.zeros(3, size, size)
+    canvas[:, top:top + kh, left:left + kw] = images.resize(images.to_tensor(photo.rgb), (kh, kw))
+    cond = fill_noise(canvas, small_mask, seeds.stream(seed, "fill"))
+    return Prepared(NAME, photo, cond[None], small_mask[None], layout=canvas_mask, offset=offset,
+                    settings={"side": side, "ratio": ratio})
+
+
+def full_size_input(target: Tensor, cond: Tensor, mask: Tensor, *, side: str = "right"
+                    ) -> tuple[Image.Image, dict]:
+    """Evaluation at another size than the model's: the known part, which `prepare` grows back."""
+    if side not in UNCROP_SIDES:
+        raise PaletteError(f"uncrop side {side!r} cannot be evaluated at a size other than the model's; "
+                           f"use {', '.join(UNCROP_SIDES)}")
+    top, left, kh, kw = known_box(mask)
+    return images.to_pil(target[:, top:top + kh, left:left + kw]), {"side": side, "ratio": 0.5}
+
+
+def view(region: Tensor, cond: Tensor, mask: Tensor, size: int) -> Tensor:
+    """What a frozen encoder sees: the canvas with its new part mean-filled."""
+    return masked_view(region, mask, size)
+
+
+def view_regions(prep: Prepared) -> list[Tensor]:
+    """The model's canvas redrawn at the photo's resolution: the photo where the known part sits."""
+    size = prep.cond.shape[-1]
+    top, left, kh, kw = known_box(prep.mask[0])
+    scale = max(prep.photo.size[1] / kh, prep.photo.size[0] / kw, 1.0)
+    side = round(size * scale)
+    t, l, b, r = (round(v * scale) for v in (top, left, top + kh, left + kw))
+    canvas = torch.zeros(3, side, side)
+    canvas[:, t:b, l:r] = images.resize(images.to_tensor(prep.photo.rgb), (b - t, r - l))
+    return [canvas]
+
+
+def finish(prep: Prepared, x: Tensor) -> Image.Image:
+    """The generated canvas at full size, with every original pixel put back."""
+    rgb = images.to_pil(images.resize(x[0], tuple(prep.layout.shape[-2:])))
+    rgb.paste(prep.photo.rgb, prep.offset[::-1])
+    return rgb
