@@ -252,6 +252,10 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
     size = _check(model, settings)
     sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance)
+    if settings.features:  # a missing or altered weights file fails now, not after every image is restored
+        from . import features
+
+        features.load(device=model.device)
     data = Path(data)
     files = find_images(data, settings.limit)
     rows, errors, grid, pair_values = [], [], [], []

@@ -80,3 +80,17 @@ def test_eval_at_another_size_goes_through_the_full_resolution_path(tiny_model_d
         assert (out[:, known] - metrics.quantize(target)[:, known]).abs().max() < 1.5 / 127.5
     report = evaluate.evaluate(model, labelled, settings).report
     assert report["settings"]["image_size"] == 64 and report["num_images"] == 1
+
+
+def test_missing_classifier_weights_stop_eval_before_any_work(labelled, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PALETTE_EFFICIENTNET_WEIGHTS", str(tmp_path / "gone.pth"))
+    _register()
+    result = CliRunner().invoke(app, ["eval", str(labelled), "--task", "colorize", "--model", str(tiny_model_dir),
+                                      "-o", str(tmp_path / "r"), "--steps", "1", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "gone.pth: efficientnet-lite0 weights file not found" in result.output
+    assert not (tmp_path / "r").exists()
+    # --no-features needs no weights.
+    result = CliRunner().invoke(app, ["eval", str(labelled), "--task", "colorize", "--model", str(tiny_model_dir),
+                                      "-o", str(tmp_path / "r"), "--steps", "1", "--device", "cpu", "--no-features"])
+    assert result.exit_code == 0, result.output
