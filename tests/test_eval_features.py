@@ -4,7 +4,10 @@ full-resolution path at sizes other than the model's."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,8 @@ from palette_cli.checkpoint import load_model
 from palette_cli.cli import _register, app
 from palette_cli.evaluate import EvalSettings
 
-LABELLED = Path(__file__).parent / "data" / "labelled"
+ROOT = Path(__file__).resolve().parents[1]
+LABELLED = ROOT / "tests" / "data" / "labelled"
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +86,15 @@ def test_eval_at_another_size_goes_through_the_full_resolution_path(tiny_model_d
     assert report["settings"]["image_size"] == 64 and report["num_images"] == 1
 
 
-def test_missing_classifier_weights_stop_eval_before_any_work(labelled, tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("PALETTE_EFFICIENTNET_WEIGHTS", str(tmp_path / "gone.pth"))
-    _register()
-    result = CliRunner().invoke(app, ["eval", str(labelled), "--task", "colorize", "--model", str(tiny_model_dir),
-                                      "-o", str(tmp_path / "r"), "--steps", "1", "--device", "cpu"])
-    assert result.exit_code == 1
-    assert "gone.pth: efficientnet-lite0 weights file not found" in result.output
+def test_missing_classifier_weights_stop_eval_before_any_work(labelled, tiny_model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PALETTE_EFFICIENTNET_WEIGHTS": str(tmp_path / "gone.pth")}
+    args = [sys.executable, "-m", "palette_cli", "eval", str(labelled), "--task", "colorize", "--model",
+            str(tiny_model_dir), "-o", str(tmp_path / "r"), "--steps", "1", "--device", "cpu"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'gone.pth'}: efficientnet-lite0 weights file "
+                                                f"not found"]
     assert not (tmp_path / "r").exists()
     # --no-features needs no weights.
-    result = CliRunner().invoke(app, ["eval", str(labelled), "--task", "colorize", "--model", str(tiny_model_dir),
-                                      "-o", str(tmp_path / "r"), "--steps", "1", "--device", "cpu", "--no-features"])
-    assert result.exit_code == 0, result.output
+    done = subprocess.run([*args, "--no-features"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
