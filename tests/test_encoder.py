@@ -194,7 +194,7 @@ def test_perceptual_loss_adds_a_feature_distance_that_trains_the_network():
     plain = training_loss(network, x0, cond, generator=torch.Generator().manual_seed(1), **kw)
     total = training_loss(network, x0, cond, generator=torch.Generator().manual_seed(1), perceptual=perceptual, **kw)
     assert calls == [((2, 3, 32, 32), (2, 3, 32, 32))]
-    assert float(total) > float(plain) + 1e-4
+    assert total.item() > plain.item() + 1e-4
     total.backward()
     assert network.out[2].weight.grad.abs().max() > 0
     assert all(p.grad is None for p in classifier.parameters())  # the classifier stays frozen
