@@ -14,15 +14,19 @@ DATA = Path(__file__).parent / "data"
 TASKS = ("colorize", "inpaint", "uncrop", "jpeg")
 
 
+def randomize(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded small random weights everywhere: zero-initialised output layers would make every output equal."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return network
+
+
 def make_tiny_model(directory: Path, tasks=TASKS, seed: int = 0, **overrides) -> Path:
     """Save a tiny model with random (non-zero) weights: a real network and real safetensors."""
     config = ModelConfig(unet=PRESETS["tiny"], image_size=32, tasks=tuple(tasks), steps=4, **overrides)
-    network = build_network(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in network.parameters():  # zero-initialised output layers would make every output equal
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return save_model(directory, config, network)
+    return save_model(directory, config, randomize(build_network(config), seed))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from palette_cli.tasks.colorize import to_gray
 from palette_cli.config import PAPER_SAMPLE_SCHEDULE, PRESETS, TRAIN_SCHEDULE, ModelConfig, ScheduleConfig
 from palette_cli.unet import AttentionBlock, gamma_embedding
 
+from conftest import randomize
+
 
 def test_linear_schedule_matches_hand_computed_values():
     b = D.betas(TRAIN_SCHEDULE)
@@ -208,12 +210,7 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
 
 
 def tiny_network():
-    net = build_network(ModelConfig(unet=PRESETS["tiny"], image_size=32))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return net
+    return randomize(build_network(ModelConfig(unet=PRESETS["tiny"], image_size=32)))
 
 
 def test_sample_i_does_not_depend_on_the_batch():

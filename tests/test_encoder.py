@@ -19,16 +19,9 @@ from palette_cli.errors import PaletteError
 from palette_cli.train import TrainConfig, _grown, finetune, resolve_precision, train, with_encoder
 from palette_cli.unet import UNet
 
-from conftest import DATA, make_tiny_model
+from conftest import DATA, make_tiny_model, randomize
 
 ENCODED = with_encoder(cfg.ModelConfig(unet=cfg.PRESETS["tiny"], image_size=32), features.NAME)
-
-
-def _randomize(network: torch.nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in network.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
 def test_config_names_the_encoder_and_old_configs_are_unchanged():
@@ -54,7 +47,7 @@ def test_features_enter_through_zero_initialised_projections():
     with torch.no_grad():
         before = network(x, gamma)
         assert torch.equal(network(x, gamma, fmap), before)  # a new encoder changes nothing yet
-        _randomize(network)
+        randomize(network)
         null, seen = network(x, gamma), network(x, gamma, fmap)
         assert torch.equal(network(x, gamma, torch.zeros_like(fmap)), null)  # zeros are the null condition
         assert (seen - null).abs().max() > 1e-3
@@ -69,7 +62,7 @@ def test_features_enter_through_zero_initialised_projections():
 def test_adding_an_encoder_to_trained_weights_keeps_the_network_as_it_was():
     plain_config = cfg.ModelConfig(unet=cfg.PRESETS["tiny"], image_size=32)
     plain = build_network(plain_config)
-    _randomize(plain)
+    randomize(plain)
     grown_config = with_encoder(plain_config, features.NAME)
     grown = build_network(grown_config, _grown(grown_config, plain.state_dict(), "test"))
     x, gamma = torch.randn(1, 6, 32, 32), torch.tensor([0.5])
@@ -179,7 +172,7 @@ def test_perceptual_loss_adds_a_feature_distance_that_trains_the_network():
     from palette_cli.diffusion import gammas, training_loss
 
     network = build_network(cfg.ModelConfig(unet=cfg.PRESETS["tiny"], image_size=32)).train()
-    _randomize(network)
+    randomize(network)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
     cond = to_gray(x0)

@@ -12,17 +12,14 @@ from palette_cli.errors import PaletteError
 from palette_cli.guidance import Guided, guide
 from palette_cli.train import with_encoder
 
+from conftest import randomize
+
 CONFIG = with_encoder(cfg.ModelConfig(unet=cfg.PRESETS["tiny"], image_size=32), features.NAME)
 
 
 @pytest.fixture(scope="module")
 def network():
-    net = build_network(CONFIG)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return net
+    return randomize(build_network(CONFIG))
 
 
 def test_guide_plain_and_normalized():

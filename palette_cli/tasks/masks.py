@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from .. import images
 from ..errors import PaletteError
 
 UNCROP_SIDES = ("left", "right", "top", "bottom", "all")
@@ -84,10 +85,7 @@ def masked_view(region: Tensor, mask: Tensor, size: int) -> Tensor:
     """What a frozen encoder sees of a masked task: `region` at size x size with the hole (the
     model-size `mask` scaled up) filled by the mean colour of the known pixels, as residual
     diffusion's base is; nothing of the hole's content shows."""
-    big = (torch.nn.functional.interpolate(mask[None].float(), size=(size, size), mode="area")[0] > 0).float()
-    small = region if tuple(region.shape[-2:]) == (size, size) else torch.nn.functional.interpolate(
-        region[None].float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
-    return mean_fill(small.clamp(-1, 1), big)
+    return mean_fill(images.resize(region, (size, size)), images.resize_mask(mask, (size, size)))
 
 
 def check_mask(mask: Tensor, h: int, w: int) -> None:
