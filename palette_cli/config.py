@@ -39,6 +39,8 @@ class UNetConfig:
     legacy_attention_order: bool = True  # split heads before q/k/v, as the public trainer does
     noise_embed_scale: float = 1.0  # gamma is multiplied by this before the sinusoidal embedding
     encoder_channels: int = 0  # channels of a frozen encoder's feature map fed in (0: none; see unet.py)
+    norm_groups: int = 32  # GroupNorm groups; every level's channel count must be a multiple
+    middle_attention: bool = True  # self-attention in the bottleneck; off: fully convolutional
 
 
 SCHEDULE_KINDS = ("linear", "cosine")
@@ -105,6 +107,10 @@ PRESETS: dict[str, UNetConfig] = {
     "small": UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), num_res_blocks=1,
                         attn_factors=(8,), num_head_channels=32),
     # Palette's 256x256 network (Appendix B): 64 channels, mults 1,2,4,8, 2 res blocks.
+    # JPEG and other local restorations at full resolution: 0.6M parameters, about a third of
+    # small's FLOPs per pixel, no attention (fully convolutional: any tile size behaves alike).
+    "compact": UNetConfig(base_channels=16, channel_mults=(1, 2, 4, 8), num_res_blocks=1, attn_factors=(),
+                          norm_groups=8, middle_attention=False),
     "paper256": UNetConfig(base_channels=64, channel_mults=(1, 2, 4, 8), num_res_blocks=2,
                            attn_factors=(8, 16), num_head_channels=32),
 }
@@ -120,7 +126,7 @@ def preset(name: str) -> UNetConfig:
 
 # --- training -------------------------------------------------------------------------------
 
-DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "paper256": 256}  # crop size of a new run per preset
+DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "compact": 64, "paper256": 256}  # crop size of a new run per preset
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
 FREEZE = ("none", "encoder", "decoder")
 # Finetuning starts from trained weights: a smaller step and a short warmup.
@@ -208,9 +214,13 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     if config.encoder is None:
         del data["encoder"]
-    if not config.unet.encoder_channels:
-        del data["unet"]["encoder_channels"]
+    for name, default in _UNET_OPTIONAL.items():  # fields newer than format 1, written when they differ
+        if data["unet"][name] == default:
+            del data["unet"][name]
     return data
+
+
+_UNET_OPTIONAL = {"encoder_channels": 0, "norm_groups": 32, "middle_attention": True}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -327,6 +337,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "dropout": _float(0.0, 1.0, high_open=True), "use_scale_shift_norm": _bool,
         "resblock_updown": _bool, "conv_resample": _bool, "legacy_attention_order": _bool,
         "noise_embed_scale": _float(0.0, math.inf, low_open=True), "encoder_channels": _int(0),
+        "norm_groups": _int(1), "middle_attention": _bool,
     },
     EncoderConfig: {
         "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),
@@ -349,14 +360,14 @@ _FIELDS: dict[type, dict[str, Rule]] = {
 
 
 def _check_unet(u: UNetConfig, where: str) -> None:
-    """Channel counts the network can be built with: GroupNorm(32) and whole attention heads."""
+    """Channel counts the network can be built with: whole GroupNorm groups and attention heads."""
     ds, attention = 1, []
     for level, mult in enumerate(u.channel_mults):
         ch = u.base_channels * mult
-        if ch % 32:
+        if ch % u.norm_groups:
             raise PaletteError(f"{where}: base_channels x channel_mults[{level}] = {ch} must be a multiple of "
-                               f"32 (GroupNorm uses 32 groups)")
-        if ds in u.attn_factors or level == len(u.channel_mults) - 1:
+                               f"norm_groups {u.norm_groups} (GroupNorm uses {u.norm_groups} groups)")
+        if ds in u.attn_factors or (u.middle_attention and level == len(u.channel_mults) - 1):
             attention.append(ch)
         ds *= 2
     for ch in attention:

@@ -34,10 +34,10 @@ def gamma_embedding(gamma: torch.Tensor, dim: int, max_period: float = 10000.0) 
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32) computed in float32 whatever the input dtype."""
+    """GroupNorm (32 groups unless told) computed in float32 whatever the input dtype."""
 
-    def __init__(self, channels: int):
-        super().__init__(32, channels)
+    def __init__(self, channels: int, groups: int = 32):
+        super().__init__(groups, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).type(x.dtype)
@@ -75,11 +75,11 @@ class ResBlock(nn.Module):
     """Two 3x3 convs with noise-level conditioning, optionally resampling (BigGAN-style)."""
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 scale_shift: bool = True, up: bool = False, down: bool = False):
+                 scale_shift: bool = True, up: bool = False, down: bool = False, groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.scale_shift = scale_shift
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+        self.in_layers = nn.Sequential(GroupNorm32(channels, groups), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if up:
@@ -91,7 +91,7 @@ class ResBlock(nn.Module):
         self.emb_layers = nn.Sequential(
             nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if scale_shift else out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels), nn.SiLU(), nn.Dropout(dropout),
+            GroupNorm32(out_channels, groups), nn.SiLU(), nn.Dropout(dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
@@ -117,11 +117,11 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over all positions, through scaled_dot_product_attention."""
 
-    def __init__(self, channels: int, num_heads: int, legacy_order: bool = True):
+    def __init__(self, channels: int, num_heads: int, legacy_order: bool = True, groups: int = 32):
         super().__init__()
         self.num_heads = num_heads
         self.legacy_order = legacy_order
-        self.norm = GroupNorm32(channels)
+        self.norm = GroupNorm32(channels, groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
@@ -159,7 +159,7 @@ def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
         if ch % cfg.num_head_channels:
             raise ValueError(f"{ch} channels are not divisible by num_head_channels {cfg.num_head_channels}")
         heads = ch // cfg.num_head_channels
-    return AttentionBlock(ch, heads, cfg.legacy_attention_order)
+    return AttentionBlock(ch, heads, cfg.legacy_attention_order, cfg.norm_groups)
 
 
 class UNet(nn.Module):
@@ -173,7 +173,7 @@ class UNet(nn.Module):
         self.cond_embed = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
         def res(cin: int, cout: int | None = None, **kw) -> ResBlock:
-            return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, **kw)
+            return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, groups=cfg.norm_groups, **kw)
 
         attn = functools.partial(_attention, cfg)
 
@@ -195,8 +195,9 @@ class UNet(nn.Module):
                 skip_chans.append(ch)
                 ds *= 2
 
-        mid = ch  # bottleneck channels (the encoder's map is added there); attention always in the middle
-        self.middle_block = Block(res(ch), attn(ch, cfg.num_heads), res(ch))
+        mid = ch  # bottleneck channels (the encoder's map is added there)
+        middle = (res(ch), attn(ch, cfg.num_heads), res(ch)) if cfg.middle_attention else (res(ch), res(ch))
+        self.middle_block = Block(*middle)
 
         heads_up = cfg.num_heads if cfg.num_heads_upsample == -1 else cfg.num_heads_upsample
         self.output_blocks = nn.ModuleList()
@@ -214,7 +215,7 @@ class UNet(nn.Module):
 
         if cfg.encoder_channels:
             self._add_encoder_projections(emb_dim, mid)
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
+        self.out = nn.Sequential(GroupNorm32(ch, cfg.norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
     def _add_encoder_projections(self, emb_dim: int, mid: int) -> None:
