@@ -41,6 +41,8 @@ class UNetConfig:
     encoder_channels: int = 0  # channels of a frozen encoder's feature map fed in (0: none; see unet.py)
     norm_groups: int = 32  # GroupNorm groups; every level's channel count must be a multiple
     middle_attention: bool = True  # self-attention in the bottleneck; off: fully convolutional
+    hint_channels: int = 0  # channels of a colour-hint map concatenated to the input (tasks/hints.py); 0: none
+    reference_channels: int = 0  # length of a reference colour vector added to the embedding; 0: none
 
 
 SCHEDULE_KINDS = ("linear", "cosine")
@@ -187,6 +189,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
     encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
     perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
+    controls: bool = False  # colorize: learn colour hints and a reference palette (tasks/hints.py)
     seed: int = 0
     workers: int = 0  # data loader processes; 0 loads in the training process
     save_every: int = 1000  # steps between checkpoints (one is always written at the end)
@@ -220,7 +223,8 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     return data
 
 
-_UNET_OPTIONAL = {"encoder_channels": 0, "norm_groups": 32, "middle_attention": True}
+_UNET_OPTIONAL = {"encoder_channels": 0, "norm_groups": 32, "middle_attention": True, "hint_channels": 0,
+                  "reference_channels": 0}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -337,7 +341,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "dropout": _float(0.0, 1.0, high_open=True), "use_scale_shift_norm": _bool,
         "resblock_updown": _bool, "conv_resample": _bool, "legacy_attention_order": _bool,
         "noise_embed_scale": _float(0.0, math.inf, low_open=True), "encoder_channels": _int(0),
-        "norm_groups": _int(1), "middle_attention": _bool,
+        "norm_groups": _int(1), "middle_attention": _bool, "hint_channels": _int(0), "reference_channels": _int(0),
     },
     EncoderConfig: {
         "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),

@@ -132,16 +132,16 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
                   train_gammas: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "l2",
                   objective: str = "eps", residual: bool = False,
                   generator: torch.Generator | None = None,
-                  features: torch.Tensor | None = None,
+                  condition: dict[str, torch.Tensor] | None = None,
                   perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Palette's training loss (Eq. 7): || f(cond, x_t, gamma) - target ||, on the mask if given.
 
     The target is eps for Palette's objective, x0 or v otherwise; with `residual` the diffused
-    image is x0 - residual_base(cond, mask). `features` (a frozen encoder's map of the base image)
-    goes to the network as its third argument when given. `perceptual(x0_hat, x0)`, when given, is
+    image is x0 - residual_base(cond, mask). `condition` (keyword arguments of the network: a frozen
+    encoder's map of the base image, colour hints, a reference vector) goes to every network call. `perceptual(x0_hat, x0)`, when given, is
     added to the loss: a distance between the predicted and the true clean image (ResShift-style)."""
-    if features is not None:
-        network = functools.partial(network, features=features)
+    if condition:
+        network = functools.partial(network, **condition)
     base = residual_base(cond, mask) if residual else None
     if base is not None:
         x0 = x0 - base

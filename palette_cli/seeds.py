@@ -20,6 +20,7 @@ STREAMS = {
     "validation": 1 << 41,  # + row: the fixed crops and degradations of the sample grids
     "noise": 1 << 42,  # + micro-batch number: the diffusion noise and noise levels
     "dropout": 1 << 43,  # + micro-batch number: which items see the encoder's null condition
+    "hints": 1 << 44,  # + micro-batch number: revealed colour hints and reference dropout (colorize)
     # evaluation: a third key after the image index, not an offset
     "degrade": 0x6576616C,
 }

@@ -44,6 +44,7 @@ from .checkpoint import (build_network, default_card, native_bf16, pick_device, 
                          save_model)
 from . import images, seeds
 from . import tasks as task_modules
+from .tasks import hints
 from .data import CROP_MODES, TrainingImages, check_images, find_images, validation_batch
 from .diffusion import gammas as schedule_gammas
 from .diffusion import OBJECTIVES, training_loss
@@ -58,7 +59,7 @@ SAMPLES_DIR = "samples"
 STATE_FORMAT = 1
 
 # Fields a resumed run may not change: they shape the network or its optimizer.
-FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder")
+FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder", "controls")
 PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 final map; 224 cost 3x more)
 
 # Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
@@ -84,7 +85,8 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
         made = cfg.ModelConfig(unet=unet, objective=config.objective, residual=config.residual,
                                sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
                                strength=r.strength)
-    return with_encoder(made, config.encoder) if config.encoder else made
+    made = with_encoder(made, config.encoder) if config.encoder else made
+    return with_controls(made) if config.controls else made
 
 
 def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
@@ -97,6 +99,15 @@ def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
     return dataclasses.replace(model_config, unet=unet, encoder=encoder)
 
 
+def with_controls(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
+    """The config with colour hints and a reference vector conditioning its UNet (tasks/hints.py)."""
+    if "colorize" not in model_config.tasks:
+        raise PaletteError("colour controls (--controls) need the colorize task")
+    unet = dataclasses.replace(model_config.unet, hint_channels=hints.HINT_CHANNELS,
+                               reference_channels=hints.REFERENCE_CHANNELS)
+    return dataclasses.replace(model_config, unet=unet)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto" -> bf16 where it runs natively (CUDA, AVX512-BF16 or AMX CPUs), else fp32."""
     if precision != "auto":
@@ -104,12 +115,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+_GROWN = ("feature_embed.", "feature_map_in.", "reference_embed.")  # parts a finetune may add, zero-output
+_FIRST_CONV = "input_blocks.0.0.weight"  # gains zero columns for added hint channels
+
+
 def _grown(model_config: cfg.ModelConfig, weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """Trained weights plus freshly initialised (zero-output) encoder projections."""
+    """Trained weights plus freshly initialised (zero-output) encoder or colour-control parts: the
+    grown network computes exactly what the trained one did until it learns to use them."""
     fresh = build_network(model_config).state_dict()
     missing = set(fresh) - set(weights)
-    if set(weights) - set(fresh) or any(not k.startswith(("feature_embed.", "feature_map_in.")) for k in missing):
-        raise PaletteError(f"{where}: weights do not match the network with an encoder added")
+    if set(weights) - set(fresh) or any(not k.startswith(_GROWN) for k in missing):
+        raise PaletteError(f"{where}: weights do not match the network with an encoder or colour controls added")
+    weights = dict(weights)
+    conv, new = weights[_FIRST_CONV], fresh[_FIRST_CONV]
+    if conv.shape != new.shape:
+        if conv.shape[0] != new.shape[0] or conv.shape[2:] != new.shape[2:] or conv.shape[1] > new.shape[1]:
+            raise PaletteError(f"{where}: the first convolution does not match the grown network")
+        weights[_FIRST_CONV] = torch.cat([conv, conv.new_zeros(conv.shape[0], new.shape[1] - conv.shape[1],
+                                                               *conv.shape[2:])], dim=1)
     return {**fresh, **weights}
 
 
@@ -281,7 +304,7 @@ class _Objective(nn.Module):
         self.loss, self.objective, self.residual = loss, objective, residual
 
     def forward(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, task: torch.Tensor,
-                generator: torch.Generator, features: torch.Tensor | None = None
+                generator: torch.Generator, condition: dict[str, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss averaged over items, per-task [sum of loss x items, items]) of one micro-batch."""
         total = target.new_zeros(())
@@ -291,7 +314,7 @@ class _Objective(nn.Module):
             m = mask[sel] if task_modules.get(self.tasks[t]).MASKED else None  # loss on the hole only
             value = training_loss(self.network, target[sel], cond[sel], train_gammas=self.train_gammas,
                                   mask=m, loss=self.loss, objective=self.objective, residual=self.residual,
-                                  generator=generator, features=None if features is None else features[sel],
+                                  generator=generator, condition={k: v[sel] for k, v in (condition or {}).items()},
                                   perceptual=self.perceptual)
             n = int(sel.sum())
             total = total + value * (n / target.shape[0])
@@ -392,7 +415,7 @@ class _Trainer:
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
         encoder = model_config.encoder
         config = dataclasses.replace(config, image_size=size, encoder=encoder.name if encoder else None,
-                                     precision=resolve_precision(config.precision, d.device))
+                                     controls=bool(model_config.unet.hint_channels), precision=resolve_precision(config.precision, d.device))
         self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
         self.config, self.init = config, init
 
@@ -433,9 +456,13 @@ class _Trainer:
             directory = resolve(init)
             model_config = read_config(directory)
             weights = read_weights(directory)
+            grown = model_config
             if config.encoder and model_config.encoder is None:  # the encoder's projections start at zero
-                model_config = with_encoder(model_config, config.encoder)
-                weights = _grown(model_config, weights, str(directory))
+                grown = with_encoder(grown, config.encoder)
+            if config.controls and not model_config.unet.hint_channels:
+                grown = with_controls(dataclasses.replace(grown, tasks=config.tasks))
+            if grown != model_config:
+                model_config, weights = grown, _grown(grown, weights, str(directory))
             config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
                                          preset=_preset_name(model_config.unet))
         else:
@@ -548,9 +575,9 @@ class _Trainer:
             sync = self.module.no_sync() if d.world > 1 and m < c.grad_accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    feats = self._features(batch, step * c.grad_accum + m)
+                    condition = self._condition(batch, step * c.grad_accum + m)
                     loss, groups = self.module(batch["target"], batch["cond"], batch["mask"], batch["task"], gen,
-                                               feats)
+                                               condition)
                 self.scaler.scale(loss / c.grad_accum).backward()
             per_task += groups
         return per_task
@@ -594,18 +621,34 @@ class _Trainer:
 
     # -- pieces of the loop --
 
-    def _features(self, batch: dict[str, torch.Tensor], micro: int) -> torch.Tensor | None:
-        """The frozen encoder's maps of a micro-batch's views; a share `dropout` of items gets the
-        null condition (zeros), so the model also works, and can be guided, without them."""
-        if self.encoder is None:
-            return None
-        from . import features
+    def _condition(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
+        """The network's extra conditions for a micro-batch: the frozen encoder's maps of its views,
+        colour hints and a reference vector. A share `encoder.dropout` of items gets every condition
+        null (zeros) together, so the model also works, and can be guided, without them."""
+        condition = self._controls(batch, micro)
+        if self.encoder is not None:
+            from . import features
 
-        enc = self.model_config.encoder
-        maps = features.encode(self.encoder, batch["view"], enc.size)
-        gen = seeds.stream(self.config.seed, "dropout", micro * self.d.world + self.d.rank)
-        keep = (torch.rand(maps.shape[0], generator=gen) >= enc.dropout).to(maps)
-        return maps * keep[:, None, None, None]
+            condition["features"] = features.encode(self.encoder, batch["view"], self.model_config.encoder.size)
+        if condition and self.model_config.encoder is not None:
+            gen = seeds.stream(self.config.seed, "dropout", micro * self.d.world + self.d.rank)
+            keep = torch.rand(batch["target"].shape[0], generator=gen) >= self.model_config.encoder.dropout
+            condition = {k: v * keep.to(v).view(-1, *[1] * (v.dim() - 1)) for k, v in condition.items()}
+        return condition
+
+    def _controls(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
+        """Colour hints (a few revealed ground-truth colours) and the target's own chroma histogram,
+        dropped for a share of items, for the colorize items of a model with colour controls."""
+        unet = self.model_config.unet
+        if not unet.hint_channels:
+            return {}
+        target = batch["target"]
+        colorize = (batch["task"] == self.config.tasks.index("colorize")).to(target.device)
+        gen = seeds.stream(self.config.seed, "hints", micro * self.d.world + self.d.rank)
+        given = hints.random_hints(target, gen) * colorize.view(-1, 1, 1, 1)
+        shown = torch.rand(target.shape[0], generator=gen) >= hints.TRAIN_REFERENCE_DROPOUT
+        reference = hints.reference_vector(target).to(target.device) * (shown.to(target.device) & colorize)[:, None]
+        return {"hints": given.to(target.dtype), "reference": reference.to(target.dtype)}
 
     def _grid_network(self, rows: list[int]):
         """The EMA network for sample-grid rows, given their encoder maps if the model has an encoder."""

@@ -178,7 +178,7 @@ class UNet(nn.Module):
         attn = functools.partial(_attention, cfg)
 
         ch = first = int(cfg.channel_mults[0] * base)
-        self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+        self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels + cfg.hint_channels, ch, 3, padding=1))])
         skip_chans = [ch]
         ds = 1
         for level, mult in enumerate(cfg.channel_mults):
@@ -215,6 +215,9 @@ class UNet(nn.Module):
 
         if cfg.encoder_channels:
             self._add_encoder_projections(emb_dim, mid)
+        if cfg.reference_channels:  # zero-initialised: a network gaining a reference starts as it was
+            self.reference_embed = nn.Sequential(nn.Linear(cfg.reference_channels, emb_dim), nn.SiLU(),
+                                                 zero_module(nn.Linear(emb_dim, emb_dim)))
         self.out = nn.Sequential(GroupNorm32(ch, cfg.norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
@@ -230,12 +233,22 @@ class UNet(nn.Module):
         """Image sides must be multiples of this."""
         return 2 ** (len(self.config.channel_mults) - 1)
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor, features: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        if not self.config.encoder_channels:
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, features: torch.Tensor | None = None,
+                hints: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """x: source and noisy target (B, in_channels, H, W). Optional conditions, each None for its null
+        (zeros): `features` a frozen encoder's map, `hints` (B, hint_channels, H, W), `reference`
+        (B, reference_channels); each is ignored by a network not built for it."""
+        cfg = self.config
+        if not cfg.encoder_channels:
             features = None
+        if cfg.hint_channels:
+            hints = x.new_zeros(x.shape[0], cfg.hint_channels, *x.shape[2:]) if hints is None else hints
+            x = torch.cat([x, hints.to(x.dtype)], dim=1)
         gamma = gamma.reshape(-1) * self.config.noise_embed_scale
         emb = self.cond_embed(gamma_embedding(gamma, self.config.base_channels).to(x.dtype))
+        if cfg.reference_channels:
+            reference = emb.new_zeros(x.shape[0], cfg.reference_channels) if reference is None else reference
+            emb = emb + self.reference_embed(reference.to(emb.dtype))
         if self.config.encoder_channels:
             if features is None:  # the null condition (what training's encoder dropout shows)
                 features = x.new_zeros(x.shape[0], self.config.encoder_channels, 1, 1)

@@ -51,6 +51,10 @@ class TrainingOptions:
     perceptual: Annotated[float | None, typer.Option(
         help="Add W x the distance between the predicted and the true clean image in a frozen ImageNet "
         f"classifier's feature space \\[default: {_D.perceptual}, off].")] = None
+    controls: Annotated[bool | None, typer.Option(
+        "--controls/--no-controls",
+        help="Colorize: also learn colour hints (--hint) and a reference photo's colours (--reference) "
+        "\\[default: off; finetune keeps the model's].")] = None
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the data order, crops, masks and noise \\[default: {_D.seed}].")] = None
     workers: Annotated[int | None, typer.Option(help=f"Data loader processes \\[default: {_D.workers}].")] = None
