@@ -70,7 +70,10 @@ class EvalSettings:
     grid_rows: int = 4  # images shown in grid.png
     labels: str | None = None  # TSV of file name -> ImageNet class index; None: from nXXXXXXXX_ names
     features: bool = True  # score CA/FD/KID/PD with the frozen classifier
-    guidance: float | None = None  # classifier-free guidance over the encoder's features; None: the model's
+    guidance: float | None = None  # classifier-free guidance over the model's conditions; None: the model's
+    normalized: bool = True  # PITI's normalized guidance; False: plain
+    hints: int = 0  # colorize: colour hints drawn from the ground truth given to the model
+    reference: bool = False  # colorize: the ground truth given as the colour reference
 
 
 @dataclass
@@ -121,10 +124,28 @@ def degrade_generator(seed: int, index: int) -> torch.Generator:
     return seeds.generator(seed, index, seeds.STREAMS["degrade"])
 
 
-def score(task: str, image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float]:
-    """PSNR and SSIM against the ground truth (on the restored region for masked tasks), plus the task's own."""
+def score(task: str, image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
+          points: list | None = None) -> dict[str, float]:
+    """PSNR and SSIM against the ground truth (on the restored region for masked tasks), plus the task's own
+    (colorize: also the colour error around `points` and the chroma-histogram distance)."""
+    module = tasks.get(task)
     out = {"psnr": float(metrics.psnr(image, target, mask)), "ssim": float(metrics.ssim(image, target, mask))}
-    return {**out, **tasks.get(task).extra_scores(image)}
+    if points is not None:
+        out.update(module.control_scores(image, target, points))
+    return {**out, **module.extra_scores(image)}
+
+
+def _controls(settings: EvalSettings, target: torch.Tensor, index: int) -> tuple[list | None, dict]:
+    """Colorize: the scored colour points of a ground truth, and the controls given to the model."""
+    module = tasks.get(settings.task)
+    if not hasattr(module, "eval_points"):
+        return None, {}
+    generator = seeds.generator(settings.seed, index, seeds.STREAMS["eval_points"])
+    points = module.eval_points(target, generator, max(settings.hints, module.EVAL_POINTS))
+    given: dict = {"hints": points[:settings.hints]} if settings.hints else {}
+    if settings.reference:
+        given["reference"] = images.to_pil(target)
+    return points[:module.EVAL_POINTS], given
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -160,10 +181,12 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
     and the images (samples, baseline) for the feature-space scores."""
     task, module = settings.task, tasks.get(settings.task)
     cond, mask = module.degrade(target, degrade_generator(settings.seed, index), **task_options(settings))
-    samples = metrics.quantize(_restore(model, target, cond, mask, settings, sampling).float().cpu())
-    per_sample = [score(task, s, target, mask) for s in samples]
+    points, given = _controls(settings, target, index)
+    samples = metrics.quantize(_restore(model, target, cond, mask, settings, sampling, given).float().cpu())
+    per_sample = [score(task, s, target, mask, points) for s in samples]
     base = metrics.quantize(module.baseline(cond, mask))
-    row: dict = {"model": _mean_dict(per_sample), "samples": per_sample, "baseline": score(task, base, target, mask)}
+    row: dict = {"model": _mean_dict(per_sample), "samples": per_sample,
+                 "baseline": score(task, base, target, mask, points)}
     truth = module.extra_scores(target)
     if truth:
         row["ground_truth"] = truth
@@ -176,27 +199,27 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
 
 
 def _restore(model: PaletteModel, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
-             settings: EvalSettings, sampling: Sampling) -> torch.Tensor:
+             settings: EvalSettings, sampling: Sampling, given: dict | None = None) -> torch.Tensor:
     """(num_samples, 3, S, S) restorations of one degraded image.
 
-    At the model's own size the network restores `cond` directly. At any other size the task's
-    `full_size_input` gives the photo a user would have, which goes through `palette <task>`'s own
-    path (colorize: chroma on the input's luminance; jpeg: tiles; inpaint: a crop around the hole;
-    uncrop: the known part grown back)."""
+    At the model's own size the network restores `cond` directly. At any other size, or with colour
+    controls `given`, the task's `full_size_input` gives the photo a user would have, which goes through
+    `palette <task>`'s own path (colorize: chroma on the input's luminance; jpeg: tiles; inpaint: a crop
+    around the hole; uncrop: the known part grown back)."""
     module, encoder = tasks.get(settings.task), model.config.encoder
     options = dict(num_samples=settings.num_samples, sampling=sampling, seed=settings.seed,
                    batch_size=settings.batch_size)
     with autocast(model, settings.dtype):
-        if target.shape[-1] == model.config.image_size:
+        if target.shape[-1] == model.config.image_size and not given:
             views = (None if encoder is None else
                      tasks.encoder_view(settings.task, target, cond, mask, encoder.size)[None])
             return restore_tensors(model, cond[None], None if mask is None else mask[None], views=views, **options)[0]
         if not hasattr(module, "full_size_input"):
             raise PaletteError(f"{settings.task} can only be evaluated at the model's size "
                                f"({model.config.image_size})")
-        photo, prepare_options = module.full_size_input(target, cond, mask, **task_options(settings))
+        photo, prepare_options = module.full_size_input(target, cond, mask, **task_options(settings), **(given or {}))
         prep = prepare(model, settings.task, photo, seed=settings.seed, **prepare_options)
-        samples = restore_tensors(model, prep.cond, prep.mask, views=prep.view, **options)
+        samples = restore_tensors(model, prep.cond, prep.mask, views=prep.view, condition=prep.condition, **options)
     return torch.stack([images.to_tensor(out.convert("RGB")) for out in finish(prep, samples)])
 
 
@@ -205,6 +228,9 @@ def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size
     return {"data": str(data), "task": settings.task, "model": model.source, "image_size": size,
             "limit": settings.limit, "num_samples": settings.num_samples, "sampler": sampling.sampler,
             "steps": sampling.steps, "strength": sampling.strength, "guidance": sampling.guidance,
+            **({"guidance_form": "plain"} if not sampling.normalized else {}),
+            **({"hints": settings.hints} if settings.hints else {}),
+            **({"reference": "ground truth"} if settings.reference else {}),
             "dtype": settings.dtype, "seed": settings.seed,
             "batch_size": settings.batch_size, "grid_rows": settings.grid_rows, **task_options(settings)}
 
@@ -251,7 +277,8 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
              callback: Progress | None = None) -> EvalResult:
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
     size = _check(model, settings)
-    sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance)
+    sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance,
+                                settings.normalized)
     if settings.features:  # a missing or altered weights file fails now, not after every image is restored
         from . import features
 

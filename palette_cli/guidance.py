@@ -33,23 +33,26 @@ def guide(eps_c: torch.Tensor, eps_null: torch.Tensor, weight: float, normalized
 
 
 class Guided:
-    """A network call `(x, gamma) -> prediction` with classifier-free guidance over `features`.
+    """A network call `(x, gamma) -> prediction` with classifier-free guidance over `condition`, the
+    network's keyword inputs (an encoder's `features`, colour `hints`, a `reference`), all of which
+    are zeroed together for the unconditional prediction.
 
     Conditional and unconditional predictions come from one batched call of twice the size."""
 
-    def __init__(self, network, features: torch.Tensor, weight: float, objective: str, normalized: bool = True):
-        if objective == "regression":
+    def __init__(self, network, condition: dict[str, torch.Tensor], weight: float, objective: str,
+                 normalized: bool = True):
+        if objective == "regression" and weight:
             raise PaletteError("guidance needs a diffusion model; a regression model makes one prediction")
-        self.network, self.features, self.weight = network, features, weight
+        self.network, self.condition, self.weight = network, condition, weight
         self.objective, self.normalized = objective, normalized
 
     def __call__(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         if self.weight == 0:
-            return self.network(x, gamma, self.features)
+            return self.network(x, gamma, **self.condition)
         b = x.shape[0]
         gamma = gamma.reshape(-1).expand(b)
         both = self.network(torch.cat([x, x]), torch.cat([gamma, gamma]),
-                            torch.cat([self.features, torch.zeros_like(self.features)]))
+                            **{k: torch.cat([v, torch.zeros_like(v)]) for k, v in self.condition.items()})
         pred_c, pred_null = both[:b].float(), both[b:].float()
         x_t, g = x[:, -pred_c.shape[1]:].float(), gamma.float()
         eps_c = split_prediction(pred_c, x_t, g, self.objective)[1]

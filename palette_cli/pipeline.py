@@ -51,19 +51,27 @@ class Sampling:
     sampler: str  # "ddpm", "ddim", "dpmpp", or "regression" for one-pass models
     steps: int  # network calls per sample
     strength: float  # start level: 1 = pure noise, < 1 = the noised source
-    guidance: float | None = None  # classifier-free guidance over the encoder's features; None: no encoder
+    guidance: float | None = None  # classifier-free guidance over the conditions; None: a model without any
+    normalized: bool = True  # PITI's normalized guidance; False: plain
+
+
+def conditioned(config: ModelConfig) -> bool:
+    """Whether the network takes conditions that classifier-free guidance can push: an encoder's
+    features, colour hints or a reference."""
+    return config.encoder is not None or bool(config.unet.hint_channels or config.unet.reference_channels)
 
 
 def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = None, steps: int | None = None,
-                     strength: float | None = None, guidance: float | None = None) -> Sampling:
+                     strength: float | None = None, guidance: float | None = None,
+                     normalized: bool = True) -> Sampling:
     """The model's defaults (a model or its config) for what is None, checked against its schedule."""
     config = model if isinstance(model, ModelConfig) else model.config
     strength = config.strength if strength is None else strength
-    if guidance is not None and (guidance < 0 or config.encoder is None):
-        raise PaletteError("guidance needs a model with an encoder and a weight of 0 or more"
+    if guidance is not None and (guidance < 0 or not conditioned(config)):
+        raise PaletteError("guidance needs a model with an encoder or colour controls and a weight of 0 or more"
                            if guidance >= 0 else f"guidance must be 0 or more, got {guidance}")
-    if config.encoder is not None:
-        guidance = config.encoder.guidance if guidance is None else guidance
+    if conditioned(config) and guidance is None:
+        guidance = config.encoder.guidance if config.encoder is not None else 0.0
     if config.objective == "regression":
         return Sampling("regression", 1, strength)
     sampler = sampler or config.sampler
@@ -71,7 +79,7 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
     steps = steps or config.steps
     samplers.respace(diffusion.gammas(config.sample_schedule), steps, strength)  # checks steps and strength
-    return Sampling(sampler, steps, strength, guidance)
+    return Sampling(sampler, steps, strength, guidance, normalized)
 
 
 def _free_memory(device: torch.device) -> int:
@@ -135,14 +143,16 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
                     num_samples: int = 1, sampling: Sampling | None = None, sampler: str | None = None,
                     steps: int | None = None, strength: float | None = None, seed: int = 0,
                     batch_size: int | None = None, callback: Callback | None = None,
-                    views: torch.Tensor | None = None) -> torch.Tensor:
+                    views: torch.Tensor | None = None, condition: dict[str, torch.Tensor] | None = None
+                    ) -> torch.Tensor:
     """cond (B,3,H,W) in [-1,1] at the model's resolution, mask (B,1,H,W) (1 = generate) or None.
     Returns (B, num_samples, 3, H, W) in [-1,1]. Sample k of every input uses
     seeds.generator(seed, k), so a photo's sample k does not depend on what else is in the run or
     on the batch size. All B*num_samples samples are batched together up to batch_size per network
     batch. callback(done, total) counts sampling steps over all batches. `sampling` (or, when it is
     None, sampler/steps/strength resolved by `resolve_sampling`) says how to sample. `views`
-    (B, 3, V, V) are what the model's frozen encoder sees, one per input (required when it has one)."""
+    (B, 3, V, V) are what the model's frozen encoder sees, one per input (required when it has one);
+    `condition` holds other network inputs, B first: colour `hints` and a `reference` (tasks/hints.py)."""
     _check_batch(model, cond, mask, num_samples)
     sampling = sampling or resolve_sampling(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)
@@ -150,8 +160,11 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
         raise PaletteError(f"batch size must be at least 1, got {batch_size}")
     config, (b, _, h, w) = model.config, cond.shape
     gammas = diffusion.gammas(config.sample_schedule)
+    condition = check_condition(model, condition or {}, b)
     maps = encoder_maps(model, views, b)
-    flat_maps = None if maps is None else maps.repeat_interleave(num_samples, dim=0)
+    if maps is not None:
+        condition["features"] = maps
+    flat = {k: v.to(model.device).repeat_interleave(num_samples, dim=0) for k, v in condition.items()}
 
     # Input-major order: item i is sample i % num_samples of input i // num_samples.
     n = b * num_samples
@@ -166,7 +179,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
         if callback is not None:
             step_callback = lambda done, _, j=j: callback(j * sampling.steps + done, total)  # noqa: E731
         x = samplers.sample(
-            _network(model, flat_maps, start, end, sampling), flat_cond[start:end].to(model.device), gammas,
+            _network(model, flat, start, end, sampling), flat_cond[start:end].to(model.device), gammas,
             sampler=sampling.sampler,
             steps=sampling.steps, generators=[seeds.generator(seed, k) for k in sample_index[start:end]],
             mask=None if flat_mask is None else flat_mask[start:end].to(model.device),
@@ -190,12 +203,27 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
     return features.encode(network, views.to(model.device), encoder.size)
 
 
-def _network(model: PaletteModel, flat_maps: torch.Tensor | None, start: int, end: int, sampling: Sampling):
-    """The network call for items start..end: guided over their encoder maps, if the model has an encoder."""
-    if flat_maps is None:
+def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """A copy of `condition` after refusing inputs the model was not trained to take."""
+    unet = model.config.unet
+    takes = {"hints": unet.hint_channels, "reference": unet.reference_channels}
+    for key, value in condition.items():
+        if key not in takes:
+            raise PaletteError(f"unknown network condition {key!r}")
+        if not takes[key]:
+            raise PaletteError(f"{model.source}: this model takes no colour {'hints' if key == 'hints' else key}; "
+                               f"use a model trained with --controls (the built-in colorize model is)")
+        if value.shape[0] != count or value.shape[1] != takes[key]:
+            raise PaletteError(f"{key} must have {count} items of {takes[key]} channels, got {tuple(value.shape)}")
+    return dict(condition)
+
+
+def _network(model: PaletteModel, flat: dict[str, torch.Tensor], start: int, end: int, sampling: Sampling):
+    """The network call for items start..end: guided over their conditions, if the model takes any."""
+    if not conditioned(model.config):
         return model.network
-    return Guided(model.network, flat_maps[start:end].to(model.device), sampling.guidance or 0.0,
-                  model.config.objective)
+    return Guided(model.network, {k: v[start:end] for k, v in flat.items()}, sampling.guidance or 0.0,
+                  model.config.objective, sampling.normalized)
 
 
 # --- one photo: prepare, then finish --------------------------------------------------------
@@ -218,6 +246,7 @@ def prepare(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
     start = time.perf_counter()
     module = tasks.get(task)
     prep = module.prepare(_as_photo(image), model.config.image_size, seed=seed, **options)
+    check_condition(model, prep.condition, len(prep.cond))
     encoder = model.config.encoder
     if encoder is not None:
         masks = prep.mask if prep.mask is not None else [None] * len(prep.cond)
@@ -289,7 +318,8 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
     mask = torch.cat([p.mask for _, p in group]) if all(masked) else None
     views = torch.cat([p.view for _, p in group]) if model.config.encoder is not None else None
     start = time.perf_counter()
-    samples = restore_tensors(model, cond, mask, num_samples=num_samples, callback=callback, views=views, **options)
+    samples = restore_tensors(model, cond, mask, num_samples=num_samples, callback=callback, views=views,
+                              condition=_stacked_conditions([p for _, p in group]), **options)
     share = (time.perf_counter() - start) / len(cond)
     at = 0
     for key, prep in group:
@@ -301,6 +331,13 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
         yield key, Result(prep, outputs, seconds)
 
 
+def _stacked_conditions(preps: list[Prepared]) -> dict[str, torch.Tensor]:
+    """The conditions of several prepared photos, one after the other; zeros (the null) where one has none."""
+    shapes = {k: v.shape[1:] for p in preps for k, v in p.condition.items()}
+    return {k: torch.cat([p.condition.get(k, torch.zeros(len(p.cond), *shape)) for p in preps])
+            for k, shape in shapes.items()}
+
+
 def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | str | os.PathLike, *,
             num_samples: int = 1, sampler: str | None = None, steps: int | None = None, seed: int = 0,
             batch_size: int | None = None, callback: Callback | None = None,
@@ -308,12 +345,12 @@ def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
     """Restore one photo at full resolution: `num_samples` PIL images (RGBA if it had alpha).
 
     `task_options` go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop),
-    quality (jpeg).
+    quality (jpeg), hints / hints_image / reference (colorize with colour controls).
     """
     sampling = resolve_sampling(model, sampler, steps, strength, guidance)
     prep = prepare(model, task, image, seed=seed, **task_options)
     samples = restore_tensors(model, prep.cond, prep.mask, num_samples=num_samples, sampling=sampling, seed=seed,
-                              batch_size=batch_size, callback=callback, views=prep.view)
+                              batch_size=batch_size, callback=callback, views=prep.view, condition=prep.condition)
     return finish(prep, samples)
 
 
@@ -338,5 +375,7 @@ def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, 
     # A local folder is recorded by name only: metadata travels with the photo, paths are private.
     name = Path(model.source).name if Path(model.source).expanduser().is_dir() else model.source
     guided = {} if sampling.guidance is None else {"guidance": sampling.guidance}
+    if sampling.guidance and not sampling.normalized:
+        guided["guidance_form"] = "plain"
     return {"task": prep.task, "model": name, "seed": seed, "sample": sample, "sampler": sampling.sampler,
             "steps": sampling.steps, "strength": sampling.strength, **guided, **prep.settings}

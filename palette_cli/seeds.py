@@ -23,6 +23,7 @@ STREAMS = {
     "hints": 1 << 44,  # + micro-batch number: revealed colour hints and reference dropout (colorize)
     # evaluation: a third key after the image index, not an offset
     "degrade": 0x6576616C,
+    "eval_points": 0x68696E74,  # colorize: the scored colour points (and the hints given with --hints)
 }
 
 

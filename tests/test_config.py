@@ -104,7 +104,7 @@ def test_random_combinations_never_raise_anything_else(model_dir: Path, tmp_path
     ("steps", "x", "steps: must be an integer"),
     ("steps", 5000, "steps: 5000 is more than"),
     ("unet.base_channels", -32, "unet.base_channels: must be at least 1"),
-    ("unet.base_channels", 48, r"unet: base_channels x channel_mults\[0\] = 48 must be a multiple of 32"),
+    ("unet.base_channels", 48, r"unet: base_channels x channel_mults\[0\] = 48 must be a multiple of norm_groups 32"),
     ("unet.channel_mults", [], "unet.channel_mults: must not be empty"),
     ("unet.num_res_blocks", "two", "unet.num_res_blocks: must be an integer"),
     ("unet.num_head_channels", 24, "unet: 64 channels are not divisible by num_head_channels 24"),

@@ -41,7 +41,7 @@ def test_weight_zero_is_the_plain_conditional_call(network):
     x, gamma = torch.randn(2, 6, 32, 32), torch.tensor([0.2, 0.7])
     fmap = torch.rand(2, features.FEATURES, 8, 8)
     with torch.no_grad():
-        assert torch.equal(Guided(network, fmap, 0.0, "x0")(x, gamma), network(x, gamma, fmap))
+        assert torch.equal(Guided(network, {"features": fmap}, 0.0, "x0")(x, gamma), network(x, gamma, fmap))
 
 
 @pytest.mark.parametrize("objective", ["eps", "x0", "v"])
@@ -52,10 +52,10 @@ def test_plain_guidance_is_the_same_in_every_parameterisation(network, objective
     fmap = torch.rand(2, features.FEATURES, 8, 8)
     with torch.no_grad():
         c, null = network(x, gamma, fmap), network(x, gamma, torch.zeros_like(fmap))
-        guided = Guided(network, fmap, 1.5, objective, normalized=False)(x, gamma)
+        guided = Guided(network, {"features": fmap}, 1.5, objective, normalized=False)(x, gamma)
     assert torch.allclose(guided, c + 1.5 * (c - null), atol=2e-4)
 
 
 def test_guidance_needs_a_diffusion_model(network):
     with pytest.raises(PaletteError, match="regression"):
-        Guided(network, torch.zeros(1, 1280, 8, 8), 1.0, "regression")
+        Guided(network, {"features": torch.zeros(1, 1280, 8, 8)}, 1.0, "regression")

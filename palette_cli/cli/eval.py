@@ -33,8 +33,14 @@ def eval_command(
     strength: Annotated[float | None, typer.Option(max=1.0, help="Sampler start level: 1 = pure noise, lower = "
                                                    "from the noised input \\[default: the model's].")] = None,
     guidance: Annotated[float | None, typer.Option(min=0.0, help="Classifier-free guidance weight over the "
-                                                   "encoder's view of the input (normalized, PITI); 0 = off "
+                                                   "encoder's view of the input and colour controls; 0 = off "
                                                    "\\[default: the model's].")] = None,
+    plain_guidance: Annotated[bool, typer.Option("--plain-guidance", help="Plain classifier-free guidance instead "
+                                                 "of PITI's normalized form.")] = False,
+    hints: Annotated[int, typer.Option(min=0, help="Colorize: give the model N colour hints drawn from the ground "
+                                       "truth (the scored points are the first 10 of them).")] = 0,
+    reference: Annotated[bool, typer.Option("--reference", help="Colorize: give the model the ground truth as "
+                                            "its colour reference.")] = False,
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
@@ -59,7 +65,8 @@ def eval_command(
     imports_done()
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
-                            strength=strength, dtype=dtype, guidance=guidance,
+                            strength=strength, dtype=dtype, guidance=guidance, normalized=not plain_guidance,
+                            hints=hints, reference=reference,
                             quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
                             batch_size=batch_size, limit=limit, grid_rows=grid_rows,
                             labels=None if labels is None else str(labels), features=features)

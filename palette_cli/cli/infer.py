@@ -108,8 +108,9 @@ class SamplingOptions:
         "--seed", help="Random seed; sample i of a photo is the same whatever else is in the run.",
         rich_help_panel=_SAMPLING)] = 0
     guidance: Annotated[Optional[float], typer.Option(
-        "--guidance", min=0.0, help="Models with a pretrained encoder: classifier-free guidance weight over what "
-        "the encoder sees (PITI's normalized form); 0 = off. Default: the model's.", show_default=False,
+        "--guidance", min=0.0, help="Models with a pretrained encoder or colour controls: classifier-free guidance "
+        "weight over what the encoder sees and the colour hints/reference (PITI's normalized form); 0 = off. "
+        "Default: the model's.", show_default=False,
         rich_help_panel=_SAMPLING)] = None
 
 
@@ -146,12 +147,48 @@ restoring = option_groups(outputs=OutputOptions, sampling=SamplingOptions, run=R
 
 @app.command("colorize")
 @restoring
-def colorize_command(*, inputs: InputsArg, outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions) -> None:
+def colorize_command(
+    *, inputs: InputsArg,
+    hint: Annotated[Optional[list[str]], typer.Option(
+        "--hint", metavar="X,Y,#RRGGBB[,R]", help="A known colour at pixel X,Y of the photo, optionally over a "
+        "disk of radius R pixels; repeat for more.", show_default=False, rich_help_panel="Colour")] = None,
+    hints: Annotated[Optional[Path], typer.Option(
+        "--hints", help="RGBA image the photo's size whose opaque pixels are colour hints.", show_default=False,
+        rich_help_panel="Colour")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", help="A photo whose colours to follow (its chroma histogram).", show_default=False,
+        rich_help_panel="Colour")] = None,
+    outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
+) -> None:
     """Colorize photos: colour is predicted at the model's resolution and put on the full-resolution luminance.
 
-    Writes OUTDIR/NAME.colorize.0.png (beside the input without -o).
+    --hint, --hints and --reference steer the colours (models trained with colour controls, as the
+    built-in one is); --guidance pushes them harder. Writes OUTDIR/NAME.colorize.0.png (beside the input without -o).
     """
-    _run(Request("colorize", inputs, outputs, sampling, run))
+    _run(Request("colorize", inputs, outputs, sampling, run, _colour_options(hint, hints, reference)))
+
+
+def _colour_options(hint: list[str] | None, hints: Path | None, reference: Path | None) -> dict[str, Any]:
+    """Colour controls, checked before any photo is read: hint syntax, and that the files can be read."""
+    from .. import images
+    from ..errors import PaletteError
+    from ..tasks.hints import parse_hint
+
+    options: dict[str, Any] = {}
+    try:
+        if hint:
+            options["hints"] = [parse_hint(text) for text in hint]
+    except PaletteError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--hint "), param_hint="--hint") from None
+    for option, path, key in (("--hints", hints, "hints_image"), ("--reference", reference, "reference")):
+        if path is None:
+            continue
+        try:
+            images.load_photo(path, draft=64)
+        except PaletteError as exc:
+            raise fail(f"{option}: {exc}", 2) from None
+        options[key] = path
+    return options
 
 
 def _mask_options(mask: Path | None, mask_box: str | None, mask_mode: MaskMode | None) -> dict[str, Any]:

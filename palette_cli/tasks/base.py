@@ -21,6 +21,7 @@ class Prepared:
     layout: Any = None  # the task's own record for `finish` (a tiling, a crop box, a canvas mask)
     offset: tuple[int, int] = (0, 0)  # (top, left) of the photo in the output: where its alpha goes
     view: torch.Tensor | None = None  # (N, 3, V, V): what the model's frozen encoder sees, if it has one
+    condition: dict[str, torch.Tensor] = field(default_factory=dict)  # network keyword inputs, N first (hints)
     seconds: float = 0.0  # time spent preparing
     settings: dict[str, Any] = field(default_factory=dict)  # task options, for metadata
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,12 +12,15 @@ from torch import Tensor
 
 from .. import images, metrics
 from ..errors import PaletteError
+from . import hints as colour_hints
 from .base import Prepared
 
 NAME = "colorize"
 MASKED = False  # the network generates every pixel
 BASELINE = "the gray input"
 EVAL_OPTIONS: tuple[str, ...] = ()  # EvalSettings fields this task reads
+EVAL_POINTS = 10  # colour points scored per image (and given as hints with `palette eval --hints N`)
+EVAL_POINT_RADIUS = 0.016  # their disk's radius, as a share of the image's longer side (4 px at 256)
 
 # ITU-R BT.601 luma weights (JPEG's full-range YCbCr); luma is linear, so it applies to [-1, 1] values.
 _KR, _KG, _KB = 0.299, 0.587, 0.114
@@ -88,15 +92,92 @@ def recombine_chroma(original: Image.Image, colour: Tensor) -> Image.Image:
     return images.to_pil((luma + t * offset).clamp(-1, 1))
 
 
-def prepare(photo: images.Photo, size: int, *, seed: int = 0, **_other: Any) -> Prepared:
-    """The whole photo, resized to the model's size and made gray (options of other tasks are ignored)."""
+def prepare(photo: images.Photo, size: int, *, seed: int = 0, hints: list | None = None,
+            hints_image: Image.Image | str | None = None, reference: Any = None, **_other: Any) -> Prepared:
+    """The whole photo, resized to the model's size and made gray (options of other tasks are ignored).
+
+    Colour controls, for a model trained with them: `hints` (`tasks.hints.Hint`s or `x,y,#rrggbb[,r]`
+    strings, in the photo's pixels), `hints_image` (an RGBA image or its path: opaque pixels are
+    hints), `reference` (a photo, PIL image or path whose colours to follow)."""
     small = images.resize(images.to_tensor(photo.rgb), (size, size))
-    return Prepared(NAME, photo, to_gray(small)[None])
+    condition, settings = controls(photo, size, hints, hints_image, reference)
+    return Prepared(NAME, photo, to_gray(small)[None], condition=condition, settings=settings)
 
 
-def full_size_input(target: Tensor, cond: Tensor, mask: None) -> tuple[Image.Image, dict]:
-    """Evaluation at another size than the model's: the gray photo a user would colorize."""
-    return images.to_pil(cond), {}
+def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Image.Image | str | None,
+             reference: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The network's colour-control inputs for one photo and what its metadata records."""
+    condition: dict[str, Tensor] = {}
+    settings: dict[str, Any] = {}
+    w, h = photo.size
+    if hints:
+        points = [p if isinstance(p, colour_hints.Hint) else colour_hints.parse_hint(p) for p in hints]
+        colour_hints.check_hints(points, w, h)
+        condition["hints"] = colour_hints.hint_map(points, w, h, size)[None]
+        settings["hints"] = " ".join(map(str, points))
+    if hints_image is not None:
+        name = "image" if isinstance(hints_image, Image.Image) else Path(hints_image).name
+        image = hints_image if isinstance(hints_image, Image.Image) else _read_option_image("--hints", hints_image)
+        drawn = colour_hints.hints_from_image(image, w, h, size, name)[None]
+        condition["hints"] = _merge_hints(condition.get("hints"), drawn)
+        settings["hints_image"] = name
+    if reference is not None:
+        ref = reference if isinstance(reference, (Image.Image, images.Photo)) else _read_option_image(
+            "--reference", reference)
+        rgb = ref.rgb if isinstance(ref, images.Photo) else ref.convert("RGB")
+        condition["reference"] = colour_hints.reference_vector(images.to_tensor(rgb)[None])
+        settings["reference"] = "image" if isinstance(reference, (Image.Image, images.Photo)) else Path(reference).name
+    return condition, settings
+
+
+def _read_option_image(option: str, path: Any) -> Image.Image:
+    """An image file given to an option (RGBA when it has transparency), or one error naming both."""
+    try:
+        photo = images.load_photo(path)
+    except PaletteError as e:
+        raise PaletteError(f"{option}: {e}") from None
+    if photo.alpha is None:
+        return photo.rgb
+    rgba = photo.rgb.copy()
+    rgba.putalpha(photo.alpha)
+    return rgba
+
+
+def _merge_hints(first: Tensor | None, second: Tensor) -> Tensor:
+    """Point hints over a hint image's: where both give a colour, the point wins."""
+    if first is None:
+        return second
+    return torch.where(first[:, 2:] > 0, first, second)
+
+
+def full_size_input(target: Tensor, cond: Tensor, mask: None, **controls: Any) -> tuple[Image.Image, dict]:
+    """Evaluation at another size than the model's: the gray photo a user would colorize, with the
+    colour controls `palette eval` asked for (hints drawn from the ground truth, the ground truth as reference)."""
+    return images.to_pil(cond), controls
+
+
+def eval_points(target: Tensor, generator: torch.Generator, count: int = EVAL_POINTS) -> list[colour_hints.Hint]:
+    """`count` random points of a ground truth (3, H, W) with its mean colour in a small disk around each."""
+    _, h, w = target.shape
+    radius = EVAL_POINT_RADIUS * max(h, w)
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    points = []
+    for _ in range(count):
+        x, y = float(torch.rand((), generator=generator)) * w, float(torch.rand((), generator=generator)) * h
+        disk = (xs - x) ** 2 + (ys - y) ** 2 <= radius ** 2
+        rgb = images.to_uint8(target[:, disk].mean(dim=1).view(3, 1, 1))[0, 0]
+        points.append(colour_hints.Hint(x, y, tuple(int(v) for v in rgb), radius))
+    return points
+
+
+def control_scores(image: Tensor, target: Tensor, points: list[colour_hints.Hint]) -> dict[str, float]:
+    """Mean chroma error in the disks of `points` and the chroma-histogram distance to the ground truth."""
+    _, h, w = target.shape
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    error = (colour_hints.chroma(image.float()) - colour_hints.chroma(target.float())).abs().sum(dim=0)
+    disks = [error[(xs - p.x) ** 2 + (ys - p.y) ** 2 <= p.radius ** 2].mean() for p in points]
+    return {"point_chroma_error": float(torch.stack(disks).mean()),
+            "chroma_hist_distance": float(colour_hints.histogram_distance(image[None], target[None])[0])}
 
 
 def view(region: Tensor, cond: Tensor, mask: None, size: int) -> Tensor:
