@@ -98,6 +98,8 @@ class ModelConfig:
     steps: int = 50  # default number of sampling steps (network calls)
     strength: float = 1.0  # default start level: 1 = pure noise, < 1 = the noised source
     encoder: EncoderConfig | None = None  # a frozen pretrained encoder of the base image; None: none
+    tile_size: int | None = None  # inference tile side of tiled tasks (jpeg); None: image_size. Larger
+    # tiles need a fully convolutional network (no attention), which behaves alike at any size.
     format_version: int = FORMAT_VERSION
 
 
@@ -217,6 +219,8 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     if config.encoder is None:
         del data["encoder"]
+    if config.tile_size is None:
+        del data["tile_size"]
     for name, default in _UNET_OPTIONAL.items():  # fields newer than format 1, written when they differ
         if data["unet"][name] == default:
             del data["unet"][name]
@@ -359,6 +363,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "image_size": _int(1), "objective": _choice(lambda: OBJECTIVES), "residual": _bool,
         "sampler": _choice(lambda: SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
         "format_version": _int(FORMAT_VERSION), "encoder": _optional(_nested(EncoderConfig)),
+        "tile_size": _optional(_int(1)),
     },
 }
 
@@ -402,6 +407,12 @@ def _check_model(c: ModelConfig, where: str) -> None:
     if (c.encoder is None) != (c.unet.encoder_channels == 0):
         raise PaletteError(f"encoder: the network takes {c.unet.encoder_channels} encoder channels but the "
                            f"config names {'no encoder' if c.encoder is None else c.encoder.name}")
+    if c.tile_size is not None and (c.tile_size % factor or c.tile_size < c.image_size):
+        raise PaletteError(f"tile_size: {c.tile_size} must be a multiple of {factor} and at least image_size "
+                           f"{c.image_size}")
+    if c.tile_size not in (None, c.image_size) and (c.unet.attn_factors or c.unet.middle_attention):
+        raise PaletteError(f"tile_size: {c.tile_size} differs from image_size {c.image_size}, but self-attention "
+                           f"does not carry over to other sizes; only a network without attention can tile larger")
     if c.steps > c.sample_schedule.num_steps:
         raise PaletteError(f"steps: {c.steps} is more than the {c.sample_schedule.num_steps} steps "
                            f"of sample_schedule")

@@ -103,7 +103,7 @@ def _free_memory(device: torch.device) -> int:
 
 def activation_bytes(model: PaletteModel) -> int:
     """Rough peak memory of one sample in one network call at the model's resolution."""
-    unet, size = model.config.unet, model.config.image_size
+    unet, size = model.config.unet, model.config.tile_size or model.config.image_size
     floats = 0
     for level, mult in enumerate(unet.channel_mults):
         side = size // 2**level
@@ -245,7 +245,9 @@ def prepare(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
     `options` are the task's: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop), quality (jpeg)."""
     start = time.perf_counter()
     module = tasks.get(task)
-    prep = module.prepare(_as_photo(image), model.config.image_size, seed=seed, **options)
+    config = model.config
+    prep = module.prepare(_as_photo(image), config.image_size, seed=seed, tile=config.tile_size or config.image_size,
+                          **options)
     check_condition(model, prep.condition, len(prep.cond))
     encoder = model.config.encoder
     if encoder is not None:
@@ -310,25 +312,25 @@ def restore_stream(model: PaletteModel, items: Iterable[tuple[K, Prepared]], *, 
 
 def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samples: int,
                callback: Callback | None, **options: Any) -> Iterator[tuple[K, Result]]:
-    """Sample one group of photos together, then finish each."""
-    cond = torch.cat([p.cond for _, p in group])
+    """Sample one group of photos together (one network batch per input shape), then finish each."""
     masked = [p.mask is not None for _, p in group]
     if any(masked) and not all(masked):
         raise PaletteError("cannot batch masked and unmasked tasks together")
-    mask = torch.cat([p.mask for _, p in group]) if all(masked) else None
-    views = torch.cat([p.view for _, p in group]) if model.config.encoder is not None else None
     start = time.perf_counter()
-    samples = restore_tensors(model, cond, mask, num_samples=num_samples, callback=callback, views=views,
-                              condition=_stacked_conditions([p for _, p in group]), **options)
-    share = (time.perf_counter() - start) / len(cond)
-    at = 0
-    for key, prep in group:
-        n = len(prep.cond)
+    samples: dict[int, torch.Tensor] = {}
+    for shape in dict.fromkeys(tuple(p.cond.shape[1:]) for _, p in group):
+        members = [i for i, (_, p) in enumerate(group) if tuple(p.cond.shape[1:]) == shape]
+        preps = [group[i][1] for i in members]
+        out = restore_tensors(
+            model, torch.cat([p.cond for p in preps]), torch.cat([p.mask for p in preps]) if all(masked) else None,
+            num_samples=num_samples, callback=callback, condition=_stacked_conditions(preps),
+            views=torch.cat([p.view for p in preps]) if model.config.encoder is not None else None, **options)
+        samples.update(zip(members, out.split([len(p.cond) for p in preps])))
+    share = (time.perf_counter() - start) / sum(len(p.cond) for _, p in group)
+    for i, (key, prep) in enumerate(group):
         begin = time.perf_counter()
-        outputs = finish(prep, samples[at:at + n])
-        seconds = prep.seconds + share * n + time.perf_counter() - begin
-        at += n
-        yield key, Result(prep, outputs, seconds)
+        outputs = finish(prep, samples[i])
+        yield key, Result(prep, outputs, prep.seconds + share * len(prep.cond) + time.perf_counter() - begin)
 
 
 def _stacked_conditions(preps: list[Prepared]) -> dict[str, torch.Tensor]:

@@ -256,6 +256,8 @@ class UNet(nn.Module):
             emb = emb + self.feature_embed(features.mean(dim=(2, 3)))
         skips = []
         h = x
+        if self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last):
+            h = h.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout, as the weights are
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)

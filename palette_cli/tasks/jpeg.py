@@ -25,6 +25,7 @@ DEFAULT_QUALITY = 10  # evaluation: Palette reports JPEG restoration at quality 
 
 # Tiles overlap by this fraction of their side; seams are blended over the overlap.
 TILE_OVERLAP = 0.25
+TILE_MULTIPLE = 16  # fitted tile sides are multiples of this (a network halving the image up to 4 times)
 
 
 def _check_quality(quality: int) -> None:
@@ -98,6 +99,15 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
+def fitted_side(length: int, most: int, overlap: int, multiple: int) -> int:
+    """The smallest tile side (a multiple of `multiple`, at most about `most`) that covers `length` with
+    as few tiles as `most` allows, neighbours overlapping >= `overlap`: little recomputed overlap."""
+    if length <= most:
+        return -(-length // multiple) * multiple
+    n = math.ceil((length - overlap) / (most - overlap))
+    return -(-math.ceil((length + (n - 1) * overlap) / n) // multiple) * multiple
+
+
 def _ramp(tile: int, overlap: int) -> Tensor:
     """1-D blending weight: rises linearly over `overlap` pixels at both ends, never zero."""
     i = torch.arange(tile, dtype=torch.float32)
@@ -107,59 +117,73 @@ def _ramp(tile: int, overlap: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Where the tiles of an image lie: the padded size and the tile corners."""
+    """Where the tiles of an image lie: the padded size, the tile shape and the tile corners."""
 
     height: int
     width: int
-    tile: int
+    tile: int  # tile height
     overlap: int
     corners: tuple[tuple[int, int], ...]  # (top, left) of each tile in the padded image
+    tile_width: int = 0  # 0: square tiles
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of every tile."""
+        return self.tile, self.tile_width or self.tile
 
     @property
     def padded(self) -> tuple[int, int]:
         """(H, W) after padding small images up to one tile."""
-        return max(self.height, self.tile), max(self.width, self.tile)
+        th, tw = self.shape
+        return max(self.height, th), max(self.width, tw)
 
 
-def make_tiling(height: int, width: int, tile: int, overlap: int) -> Tiling:
-    """Tiles of side `tile` over an image; images smaller than a tile are padded to one."""
-    ph, pw = max(height, tile), max(width, tile)
-    corners = tuple((t, l) for t in tile_starts(ph, tile, overlap) for l in tile_starts(pw, tile, overlap))
-    return Tiling(height, width, tile, overlap, corners)
+def make_tiling(height: int, width: int, tile: int, overlap: int, tile_width: int = 0) -> Tiling:
+    """Tiles of tile x tile (or tile x tile_width) over an image; images smaller than a tile are padded to one."""
+    th, tw = tile, tile_width or tile
+    ph, pw = max(height, th), max(width, tw)
+    corners = tuple((t, l) for t in tile_starts(ph, th, overlap) for l in tile_starts(pw, tw, overlap))
+    return Tiling(height, width, tile, overlap, corners, tile_width)
 
 
 def split_tiles(x: Tensor, tiling: Tiling) -> Tensor:
-    """(3, H, W) -> (N, 3, tile, tile); small images are padded by repeating their edge."""
+    """(3, H, W) -> (N, 3, tile, tile_width); small images are padded by repeating their edge."""
     ph, pw = tiling.padded
     if (ph, pw) != tuple(x.shape[-2:]):
         x = F.pad(x[None], (0, pw - x.shape[-1], 0, ph - x.shape[-2]), mode="replicate")[0]
-    s = tiling.tile
-    return torch.stack([x[:, t:t + s, l:l + s] for t, l in tiling.corners])
+    th, tw = tiling.shape
+    return torch.stack([x[:, t:t + th, l:l + tw] for t, l in tiling.corners])
 
 
 def merge_tiles(tiles: Tensor, tiling: Tiling) -> Tensor:
-    """(N, 3, tile, tile) -> (3, H, W): a weighted average where tiles overlap."""
+    """(N, 3, tile, tile_width) -> (3, H, W): a weighted average where tiles overlap."""
     ph, pw = tiling.padded
-    s = tiling.tile
-    ramp = _ramp(s, tiling.overlap)
-    weight = ramp[:, None] * ramp[None, :]  # (tile, tile)
+    th, tw = tiling.shape
+    weight = _ramp(th, tiling.overlap)[:, None] * _ramp(tw, tiling.overlap)[None, :]
     total = torch.zeros(3, ph, pw)
     norm = torch.zeros(1, ph, pw)
     for (t, l), x in zip(tiling.corners, tiles.float().cpu()):
-        total[:, t:t + s, l:l + s] += x * weight
-        norm[:, t:t + s, l:l + s] += weight
+        total[:, t:t + th, l:l + tw] += x * weight
+        norm[:, t:t + th, l:l + tw] += weight
     return (total / norm)[:, :tiling.height, :tiling.width]
 
 
-def prepare(photo: images.Photo, size: int, *, seed: int = 0, quality: int | None = None,
+def prepare(photo: images.Photo, size: int, *, seed: int = 0, quality: int | None = None, tile: int | None = None,
             **_other: Any) -> Prepared:
-    """Tiles of the photo at the model's size; with `quality`, a clean photo is recompressed first (demos)."""
+    """Tiles of the photo at the model's size; with a larger `tile` (a fully convolutional model's
+    tile_size), tiles of at most that side fitted to the photo, so little is computed twice. With
+    `quality`, a clean photo is recompressed first (demos)."""
     settings = {}
     if quality is not None:
         photo = images.Photo(jpeg_recompress(photo.rgb, quality), photo.alpha, photo.icc_profile, photo.mode)
         settings["quality"] = quality
     w, h = photo.size
-    tiling = make_tiling(h, w, size, round(size * TILE_OVERLAP))
+    overlap = round(size * TILE_OVERLAP)
+    if not tile or tile == size:
+        tiling = make_tiling(h, w, size, overlap)
+    else:
+        th, tw = (max(fitted_side(n, tile, overlap, TILE_MULTIPLE), size) for n in (h, w))
+        tiling = make_tiling(h, w, th, overlap, tw)
     return Prepared(NAME, photo, split_tiles(images.to_tensor(photo.rgb), tiling), layout=tiling,
                     settings=settings)
 
