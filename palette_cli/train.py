@@ -86,7 +86,7 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
                                sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
                                strength=r.strength)
     made = with_encoder(made, config.encoder) if config.encoder else made
-    return with_controls(made) if config.controls else made
+    return with_controls(dataclasses.replace(made, tasks=config.tasks)) if config.controls else made
 
 
 def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
@@ -639,8 +639,7 @@ class _Trainer:
     def _controls(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
         """Colour hints (a few revealed ground-truth colours) and the target's own chroma histogram,
         dropped for a share of items, for the colorize items of a model with colour controls."""
-        unet = self.model_config.unet
-        if not unet.hint_channels:
+        if not self.model_config.unet.hint_channels or "colorize" not in self.config.tasks:
             return {}
         target = batch["target"]
         colorize = (batch["task"] == self.config.tasks.index("colorize")).to(target.device)
