@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from conftest import DATA, randomize
 from palette_cli import config as cfg
-from palette_cli import images, pipeline
+from palette_cli import pipeline
 from palette_cli.checkpoint import build_network, load_model, save_model
 from palette_cli.errors import PaletteError
 from palette_cli.tasks import jpeg
@@ -65,4 +66,4 @@ def test_fitted_tiles_restore_the_whole_photo_alike_alone_or_batched(tmp_path):
     photos = [pipeline.prepare(model, "jpeg", p) for p in (wide, Image.open(square).crop((0, 0, 40, 30)))]
     assert photos[0].cond.shape[-2:] != photos[1].cond.shape[-2:]  # two tile shapes in one group
     results = dict(pipeline.restore_stream(model, enumerate(photos), seed=3, batch_size=8))
-    assert images.to_uint8(images.to_tensor(results[0].outputs[0])).equal(images.to_uint8(images.to_tensor(out)))
+    assert np.array_equal(np.asarray(results[0].outputs[0]), np.asarray(out))
