@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import diffusion, images, samplers, seeds, tasks
-from .checkpoint import DTYPES, PaletteModel
+from .checkpoint import DTYPES, PaletteModel, native_bf16
 from .config import ModelConfig
 from .errors import PaletteError
 from .guidance import Guided
@@ -115,9 +115,13 @@ def activation_bytes(model: PaletteModel) -> int:
     return 4 * floats * 2  # float32, and twice for temporaries
 
 
+CPU_BATCH_PIXELS = 16 * 64 * 64  # a CPU gains nothing beyond this many pixels per call (worse: caches)
+
+
 def auto_batch_size(model: PaletteModel) -> int:
     """Samples per network call that fit in half the free memory; capped where more is no faster."""
-    cap = 8 if model.device.type == "cpu" else 256  # a CPU gains nothing from bigger batches
+    side = model.config.tile_size or model.config.image_size
+    cap = min(8, max(1, CPU_BATCH_PIXELS // side ** 2)) if model.device.type == "cpu" else 256
     fit = _free_memory(model.device) // 2 // max(activation_bytes(model), 1)
     return int(min(max(fit, 1), cap))
 
@@ -200,7 +204,8 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
     from . import features
 
     network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
-    return features.encode(network, views.to(model.device), encoder.size)
+    # One view at a time: under CPU autocast a batch's shape changes the rounding (see OneByOne).
+    return torch.cat([features.encode(network, view[None].to(model.device), encoder.size) for view in views])
 
 
 def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
@@ -220,10 +225,28 @@ def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], cou
 
 def _network(model: PaletteModel, flat: dict[str, torch.Tensor], start: int, end: int, sampling: Sampling):
     """The network call for items start..end: guided over their conditions, if the model takes any."""
+    network = model.network
+    if model.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        network = OneByOne(network)
     if not conditioned(model.config):
-        return model.network
-    return Guided(model.network, {k: v[start:end] for k, v in flat.items()}, sampling.guidance or 0.0,
+        return network
+    return Guided(network, {k: v[start:end] for k, v in flat.items()}, sampling.guidance or 0.0,
                   model.config.objective, sampling.normalized)
+
+
+class OneByOne:
+    """A network called on one item at a time. Half-precision CPU kernels round differently for
+    different batch shapes (about 3% of 8-bit values moved by one level between batch 1 and 8), so
+    under CPU autocast each item is computed alone: a photo's output then depends on nothing else
+    in the run. CPU batches gain little anyway."""
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, x: torch.Tensor, gamma: torch.Tensor, **condition: torch.Tensor) -> torch.Tensor:
+        gamma = gamma.reshape(-1).expand(x.shape[0])
+        return torch.cat([self.network(x[i:i + 1], gamma[i:i + 1], **{k: v[i:i + 1] for k, v in condition.items()})
+                          for i in range(x.shape[0])])
 
 
 # --- one photo: prepare, then finish --------------------------------------------------------
@@ -357,18 +380,23 @@ def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):
-    """A context running the network in `dtype` ("auto": fp32 on CPU, bf16/fp16 on GPUs)."""
+    """A context running the network in `dtype` ("auto": bf16 where it runs natively, a CPU with
+    AVX512-BF16 or AMX or a CUDA GPU with bf16; fp16 on other GPUs; else fp32)."""
     device = model.device.type
     if dtype == "auto":
-        if device == "cuda":
-            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            dtype = "fp16" if device == "mps" else "fp32"
+        dtype = resolve_dtype(model.device)
     if dtype not in DTYPES:
         raise PaletteError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     if dtype == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device, dtype=DTYPES[dtype])
+
+
+def resolve_dtype(device: torch.device) -> str:
+    """The precision "auto" means on `device`."""
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type in ("cuda", "mps") else "fp32"
 
 
 def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, seed: int,

@@ -24,7 +24,7 @@ from palette_cli.cli import app, _register
 from palette_cli.cli import eval as eval_cli
 from palette_cli.errors import PaletteError
 from palette_cli.evaluate import EvalSettings
-from palette_cli.pipeline import restore_tensors
+from palette_cli.pipeline import autocast, restore_tensors
 
 from conftest import make_tiny_model
 
@@ -72,7 +72,8 @@ def test_report_has_settings_per_image_and_mean_metrics(cli_reports, task):
            (task, SIZE, K, STEPS, "ddim", 7)
     assert report["num_images"] == 3 and report["errors"] == []
     assert [r["file"] for r in report["images"]] == ["kodim03-96.png", "kodim05-96.png", "kodim23-96.png"]
-    keys = {"psnr", "ssim", "colorfulness"} if task == "colorize" else {"psnr", "ssim"}
+    keys = ({"psnr", "ssim", "colorfulness", "point_chroma_error", "chroma_hist_distance"} if task == "colorize"
+            else {"psnr", "ssim"})
     for row in report["images"]:
         assert set(row["model"]) == set(row["baseline"]) == keys
         assert len(row["samples"]) == K
@@ -144,8 +145,9 @@ def test_baseline_and_model_scored_on_the_same_inputs(cli_reports, data_dir, tin
         assert row["baseline"]["psnr"] == pytest.approx(float(metrics.psnr(base, target, mask)), abs=1e-4)
         assert row["baseline"]["ssim"] == pytest.approx(float(metrics.ssim(base, target, mask)), abs=1e-5)
         # The model restored exactly this input: same scores when we restore it ourselves.
-        samples = metrics.quantize(restore_tensors(model, cond[None], None if mask is None else mask[None],
-                                                   num_samples=K, steps=STEPS, seed=7)[0])
+        with autocast(model, "auto"):  # the precision `palette eval` runs in by default
+            samples = metrics.quantize(restore_tensors(model, cond[None], None if mask is None else mask[None],
+                                                       num_samples=K, steps=STEPS, seed=7)[0])
         for smp, scored in zip(samples, row["samples"]):
             assert scored["psnr"] == pytest.approx(float(metrics.psnr(smp, target, mask)), abs=1e-4)
 

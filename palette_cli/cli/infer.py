@@ -126,7 +126,9 @@ class RunOptions:
         "Default: the built-in model named after the command.", show_default=False, rich_help_panel=_RUN)] = None
     device: Annotated[Device, typer.Option("--device", help="Where to run.", rich_help_panel=_RUN)] = Device.auto
     dtype: Annotated[Dtype, typer.Option(
-        "--dtype", help="Network precision: auto is fp32 on CPU, bf16 or fp16 on GPUs (autocast).",
+        "--dtype", help="Network precision: auto is bf16 where it runs natively (CPUs with AVX512-BF16 or AMX, "
+        "CUDA), else fp32 on CPU and fp16 on other GPUs (autocast). On a CPU, half precision computes "
+        "each item alone, so outputs never depend on the batch.",
         rich_help_panel=_RUN)] = Dtype.auto
 
 

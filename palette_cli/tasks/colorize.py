@@ -159,7 +159,7 @@ def full_size_input(target: Tensor, cond: Tensor, mask: None, **controls: Any) -
 def eval_points(target: Tensor, generator: torch.Generator, count: int = EVAL_POINTS) -> list[colour_hints.Hint]:
     """`count` random points of a ground truth (3, H, W) with its mean colour in a small disk around each."""
     _, h, w = target.shape
-    radius = EVAL_POINT_RADIUS * max(h, w)
+    radius = max(EVAL_POINT_RADIUS * max(h, w), 1.0)  # a disk holds the nearest pixel centre at least
     ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
     points = []
     for _ in range(count):
