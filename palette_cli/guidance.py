@@ -57,3 +57,8 @@ class Guided:
         eps = guide(eps_c, eps_null, self.weight, self.normalized)
         x0 = split_prediction(eps, x_t, g, "eps")[0]
         return prediction_target(self.objective, x0, eps, g).to(both.dtype)
+
+
+def conditioned(network, features: torch.Tensor | None, weight: float, objective: str):
+    """The network call over encoder `features`: plain without an encoder, `Guided` with one."""
+    return network if features is None else Guided(network, features, weight, objective)

@@ -18,6 +18,7 @@ a frozen encoder also gets, per input, the encoder's view of it (`Prepared.view`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -32,9 +33,10 @@ from PIL import Image
 
 from . import diffusion, images, samplers, seeds, tasks
 from .checkpoint import DTYPES, PaletteModel
-from .config import ModelConfig
+from .config import ModelConfig, RefineConfig
 from .errors import PaletteError
-from .guidance import Guided
+from .guidance import conditioned
+from .refine import Refinement, fill_levels, refine_fill
 from .tasks.base import Prepared
 
 Callback = Callable[[int, int], None]
@@ -52,12 +54,20 @@ class Sampling:
     steps: int  # network calls per sample
     strength: float  # start level: 1 = pure noise, < 1 = the noised source
     guidance: float | None = None  # classifier-free guidance over the encoder's features; None: no encoder
+    refine: RefineConfig | None = None  # coarse-to-fine fills of masked tasks (refine.py); None: off
+
+
+REFINE_MODES = ("auto", "off")  # auto: the model config's refine block, if it has one
 
 
 def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = None, steps: int | None = None,
-                     strength: float | None = None, guidance: float | None = None) -> Sampling:
-    """The model's defaults (a model or its config) for what is None, checked against its schedule."""
+                     strength: float | None = None, guidance: float | None = None,
+                     refine: str | RefineConfig = "auto") -> Sampling:
+    """The model's defaults (a model or its config) for what is None, checked against its schedule.
+
+    `refine`: "auto" (the config's refine block, if any), "off", or a `RefineConfig` to use instead."""
     config = model if isinstance(model, ModelConfig) else model.config
+    refine = _resolve_refine(config, refine)
     strength = config.strength if strength is None else strength
     if guidance is not None and (guidance < 0 or config.encoder is None):
         raise PaletteError("guidance needs a model with an encoder and a weight of 0 or more"
@@ -71,7 +81,18 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
     steps = steps or config.steps
     samplers.respace(diffusion.gammas(config.sample_schedule), steps, strength)  # checks steps and strength
-    return Sampling(sampler, steps, strength, guidance)
+    return Sampling(sampler, steps, strength, guidance, refine)
+
+
+def _resolve_refine(config: ModelConfig, refine: str | RefineConfig) -> RefineConfig | None:
+    """The refinement a model runs: none for one-pass models, "off", or a model without a block."""
+    if isinstance(refine, RefineConfig):
+        samplers.respace(diffusion.gammas(config.sample_schedule), refine.steps, refine.strength)
+    elif refine not in REFINE_MODES:
+        raise PaletteError(f"unknown refine mode {refine!r}; choose one of {', '.join(REFINE_MODES)}")
+    else:
+        refine = config.refine if refine == "auto" else None
+    return None if config.objective == "regression" else refine
 
 
 def _free_memory(device: torch.device) -> int:
@@ -192,10 +213,8 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
 
 def _network(model: PaletteModel, flat_maps: torch.Tensor | None, start: int, end: int, sampling: Sampling):
     """The network call for items start..end: guided over their encoder maps, if the model has an encoder."""
-    if flat_maps is None:
-        return model.network
-    return Guided(model.network, flat_maps[start:end].to(model.device), sampling.guidance or 0.0,
-                  model.config.objective)
+    maps = None if flat_maps is None else flat_maps[start:end].to(model.device)
+    return conditioned(model.network, maps, sampling.guidance or 0.0, model.config.objective)
 
 
 # --- one photo: prepare, then finish --------------------------------------------------------
@@ -235,6 +254,22 @@ def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
         rgb = module.finish(prep, samples[:, k].float().cpu())
         outputs.append(images.with_alpha(rgb, prep.photo.alpha, prep.offset[::-1]))
     return outputs
+
+
+def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, sampling: Sampling, *,
+                   seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
+    """Samples (1, K, 3, S, S) of a prepared photo refined up to the resolution of its fill (1, K, 3, H, W)
+    where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are."""
+    region_of = getattr(tasks.get(prep.task), "fill_region", None)
+    if sampling.refine is None or region_of is None:
+        return samples
+    region, mask = region_of(prep)
+    if not fill_levels(*region.shape[-2:], model.config.image_size):
+        return samples
+    maps = encoder_maps(model, prep.view, len(prep.cond))
+    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed, k,
+                       batch_size or auto_batch_size(model)) for k in range(samples.shape[1])]
+    return torch.stack([refine_fill(run, region, mask, samples[0, run.sample]) for run in runs])[None]
 
 
 # --- many photos ----------------------------------------------------------------------------
@@ -295,7 +330,9 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
     for key, prep in group:
         n = len(prep.cond)
         begin = time.perf_counter()
-        outputs = finish(prep, samples[at:at + n])
+        refined = refine_samples(model, prep, samples[at:at + n], options["sampling"], seed=options["seed"],
+                                 batch_size=options["batch_size"])
+        outputs = finish(prep, refined)
         seconds = prep.seconds + share * n + time.perf_counter() - begin
         at += n
         yield key, Result(prep, outputs, seconds)
@@ -304,17 +341,18 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
 def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | str | os.PathLike, *,
             num_samples: int = 1, sampler: str | None = None, steps: int | None = None, seed: int = 0,
             batch_size: int | None = None, callback: Callback | None = None,
-            strength: float | None = None, guidance: float | None = None, **task_options: Any) -> list[Image.Image]:
+            strength: float | None = None, guidance: float | None = None, refine: str | RefineConfig = "auto",
+            **task_options: Any) -> list[Image.Image]:
     """Restore one photo at full resolution: `num_samples` PIL images (RGBA if it had alpha).
 
-    `task_options` go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop),
-    quality (jpeg).
+    `refine` (inpaint, uncrop): "auto", "off" or a `RefineConfig` (see `resolve_sampling`). `task_options`
+    go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop), quality (jpeg).
     """
-    sampling = resolve_sampling(model, sampler, steps, strength, guidance)
+    sampling = resolve_sampling(model, sampler, steps, strength, guidance, refine)
     prep = prepare(model, task, image, seed=seed, **task_options)
     samples = restore_tensors(model, prep.cond, prep.mask, num_samples=num_samples, sampling=sampling, seed=seed,
                               batch_size=batch_size, callback=callback, views=prep.view)
-    return finish(prep, samples)
+    return finish(prep, refine_samples(model, prep, samples, sampling, seed=seed, batch_size=batch_size))
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):
@@ -339,4 +377,15 @@ def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, 
     name = Path(model.source).name if Path(model.source).expanduser().is_dir() else model.source
     guided = {} if sampling.guidance is None else {"guidance": sampling.guidance}
     return {"task": prep.task, "model": name, "seed": seed, "sample": sample, "sampler": sampling.sampler,
-            "steps": sampling.steps, "strength": sampling.strength, **guided, **prep.settings}
+            "steps": sampling.steps, "strength": sampling.strength, **guided,
+            **_refine_setting(model, prep.task, sampling), **prep.settings}
+
+
+def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[str, Any]:
+    """The refinement of a task that has one: its levels' strength and steps, or "off" where the model would
+    refine; nothing for a model without a refine block run as before (its metadata is unchanged)."""
+    if not hasattr(tasks.get(task), "fill_region"):
+        return {}
+    if sampling.refine is not None:
+        return {"refine": dataclasses.asdict(sampling.refine)}
+    return {"refine": "off"} if model.config.refine is not None else {}
