@@ -96,6 +96,11 @@ def run(model, task: str, case: dict, refine, seed: int) -> tuple[torch.Tensor, 
     return images.to_tensor(out), time.perf_counter() - start
 
 
+def pooled(regions: list[torch.Tensor], network) -> torch.Tensor:
+    """Pooled features of regions of any sizes (portrait and landscape photos mix), one row each."""
+    return torch.cat([features.extract(r[None], network=network).pooled for r in regions])
+
+
 def parse_refine(text: str | None) -> list[tuple[str, object]]:
     """Rows to compare: off, each STRENGTH:STEPS (or the model's block), and the mean-colour fill."""
     settings = [("auto", "auto")] if text is None else [
@@ -124,8 +129,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         originals = [images.to_tensor(images.load_photo(p).rgb) for p in photos]
         cases = [(p, (inpaint_case if task == "inpaint" else uncrop_case)(x)) for p, x in zip(photos, originals)]
-        truth = features.extract(torch.stack([x[:, c["region"][0], c["region"][1]] for x, (_, c) in
-                                              zip(originals, cases)]), network=network)
+        truth = pooled([x[:, c["region"][0], c["region"][1]] for x, (_, c) in zip(originals, cases)], network)
         for name, refine in rows:
             ratios, crops, seconds = [], [], 0.0
             for path, case in cases:
@@ -136,7 +140,7 @@ def main() -> None:
                 if args.save is not None:
                     args.save.mkdir(parents=True, exist_ok=True)
                     images.to_pil(out).save(args.save / f"{path.stem}.{task}.{name.replace(' ', '_')}.png")
-            fd = metrics.frechet_distance(features.extract(torch.stack(crops), network=network).pooled, truth.pooled)
+            fd = metrics.frechet_distance(pooled(crops, network), truth)
             print(f"{task:8} {name:14} {sum(ratios) / len(ratios):7.3f} {min(ratios):6.3f} {fd:8.2f} "
                   f"{seconds / len(cases):8.2f}", flush=True)
 
