@@ -68,6 +68,17 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Coarse-to-fine fills (inpaint, uncrop): after sampling at image_size, the fill is refined at
+    successively doubled sizes up to the crop's own resolution, in model-size tiles, each level
+    starting from the upsampled fill noised to `strength` (SDEdit), the known pixels kept."""
+
+    strength: float = 0.5  # start level of every refinement level: the share of the schedule redone
+    steps: int = 1  # network calls per tile at every level
+    block: int = 8  # the hole is refined in two passes, a checkerboard of block x block squares and the rest
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """A beta schedule; gamma_t = prod_{s<=t} (1 - beta_s) is Palette's noise level."""
 
@@ -100,6 +111,7 @@ class ModelConfig:
     encoder: EncoderConfig | None = None  # a frozen pretrained encoder of the base image; None: none
     tile_size: int | None = None  # inference tile side of tiled tasks (jpeg); None: image_size. Larger
     # tiles need a fully convolutional network (no attention), which behaves alike at any size.
+    refine: RefineConfig | None = None  # coarse-to-fine fills of masked tasks above image_size; None: none
     format_version: int = FORMAT_VERSION
 
 
@@ -214,11 +226,12 @@ class TrainConfig:
 
 
 def to_dict(config: ModelConfig) -> dict[str, Any]:
-    """A JSON-ready dict of a model config; a model without an encoder is written as before encoders
-    existed, so older readers still load it."""
+    """A JSON-ready dict of a model config; a model without an encoder or refine block is written as
+    before they existed, so older readers still load it."""
     data = dataclasses.asdict(config)
-    if config.encoder is None:
-        del data["encoder"]
+    for block in ("encoder", "refine"):  # optional blocks newer than format 1, written when present
+        if data[block] is None:
+            del data[block]
     if config.tile_size is None:
         del data["tile_size"]
     for name, default in _UNET_OPTIONAL.items():  # fields newer than format 1, written when they differ
@@ -351,6 +364,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),
         "dropout": _float(0.0, 1.0, high_open=True), "guidance": _float(0.0, math.inf),
     },
+    RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1)},
     ScheduleConfig: {
         "kind": _choice(lambda: SCHEDULE_KINDS), "num_steps": _int(2),
         "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),
@@ -364,6 +378,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "sampler": _choice(lambda: SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
         "format_version": _int(FORMAT_VERSION), "encoder": _optional(_nested(EncoderConfig)),
         "tile_size": _optional(_int(1)),
+        "refine": _optional(_nested(RefineConfig)),
     },
 }
 
@@ -416,6 +431,9 @@ def _check_model(c: ModelConfig, where: str) -> None:
     if c.steps > c.sample_schedule.num_steps:
         raise PaletteError(f"steps: {c.steps} is more than the {c.sample_schedule.num_steps} steps "
                            f"of sample_schedule")
+    if c.refine is not None and c.refine.steps > math.ceil(c.sample_schedule.num_steps * c.refine.strength):
+        raise PaletteError(f"refine.steps: {c.refine.steps} is more than the {c.sample_schedule.num_steps} x "
+                           f"{c.refine.strength} steps of sample_schedule that refine.strength leaves")
 
 
 # Checks that involve several fields of one config, run after its fields are valid.

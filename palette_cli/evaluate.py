@@ -12,6 +12,7 @@ feature space (CA, FD, KID, PD), as the Palette paper scores restorations.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
 from .files import folder_images
-from .pipeline import Sampling, autocast, finish, prepare, resolve_sampling, restore_tensors
+from .pipeline import Sampling, autocast, finish, prepare, refine_samples, resolve_sampling, restore_tensors
 from .tasks.jpeg import DEFAULT_QUALITY
 
 REPORT_VERSION = 1
@@ -74,6 +75,7 @@ class EvalSettings:
     normalized: bool = True  # PITI's normalized guidance; False: plain
     hints: int = 0  # colorize: colour hints drawn from the ground truth given to the model
     reference: bool = False  # colorize: the ground truth given as the colour reference
+    refine: str = "auto"  # inpaint/uncrop above the model's size: coarse-to-fine fills ("auto" or "off")
 
 
 @dataclass
@@ -220,6 +222,7 @@ def _restore(model: PaletteModel, target: torch.Tensor, cond: torch.Tensor, mask
         photo, prepare_options = module.full_size_input(target, cond, mask, **task_options(settings), **(given or {}))
         prep = prepare(model, settings.task, photo, seed=settings.seed, **prepare_options)
         samples = restore_tensors(model, prep.cond, prep.mask, views=prep.view, condition=prep.condition, **options)
+        samples = refine_samples(model, prep, samples, sampling, seed=settings.seed, batch_size=settings.batch_size)
     return torch.stack([images.to_tensor(out.convert("RGB")) for out in finish(prep, samples)])
 
 
@@ -231,6 +234,7 @@ def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size
             **({"guidance_form": "plain"} if not sampling.normalized else {}),
             **({"hints": settings.hints} if settings.hints else {}),
             **({"reference": "ground truth"} if settings.reference else {}),
+            **({} if sampling.refine is None else {"refine": dataclasses.asdict(sampling.refine)}),
             "dtype": settings.dtype, "seed": settings.seed,
             "batch_size": settings.batch_size, "grid_rows": settings.grid_rows, **task_options(settings)}
 
@@ -278,7 +282,7 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
     size = _check(model, settings)
     sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance,
-                                settings.normalized)
+                                settings.normalized, settings.refine)
     if settings.features:  # a missing or altered weights file fails now, not after every image is restored
         from . import features
 

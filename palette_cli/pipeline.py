@@ -18,6 +18,7 @@ a frozen encoder also gets, per input, the encoder's view of it (`Prepared.view`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -32,9 +33,10 @@ from PIL import Image
 
 from . import diffusion, images, samplers, seeds, tasks
 from .checkpoint import DTYPES, PaletteModel, native_bf16
-from .config import ModelConfig
+from .config import ModelConfig, RefineConfig
 from .errors import PaletteError
-from .guidance import Guided
+from .guidance import conditioned
+from .refine import Refinement, fill_levels, refine_fill
 from .tasks.base import Prepared
 
 Callback = Callable[[int, int], None]
@@ -53,9 +55,13 @@ class Sampling:
     strength: float  # start level: 1 = pure noise, < 1 = the noised source
     guidance: float | None = None  # classifier-free guidance over the conditions; None: a model without any
     normalized: bool = True  # PITI's normalized guidance; False: plain
+    refine: RefineConfig | None = None  # coarse-to-fine fills of masked tasks (refine.py); None: off
 
 
-def conditioned(config: ModelConfig) -> bool:
+REFINE_MODES = ("auto", "off")  # auto: the model config's refine block, if it has one
+
+
+def takes_conditions(config: ModelConfig) -> bool:
     """Whether the network takes conditions that classifier-free guidance can push: an encoder's
     features, colour hints or a reference."""
     return config.encoder is not None or bool(config.unet.hint_channels or config.unet.reference_channels)
@@ -63,14 +69,18 @@ def conditioned(config: ModelConfig) -> bool:
 
 def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = None, steps: int | None = None,
                      strength: float | None = None, guidance: float | None = None,
-                     normalized: bool = True) -> Sampling:
-    """The model's defaults (a model or its config) for what is None, checked against its schedule."""
+                     normalized: bool = True, refine: str | RefineConfig = "auto") -> Sampling:
+    """The model's defaults (a model or its config) for what is None, checked against its schedule.
+
+    `normalized`: PITI's normalized guidance, else plain. `refine`: "auto" (the config's refine block,
+    if any), "off", or a `RefineConfig` to use instead."""
     config = model if isinstance(model, ModelConfig) else model.config
+    refine = _resolve_refine(config, refine)
     strength = config.strength if strength is None else strength
-    if guidance is not None and (guidance < 0 or not conditioned(config)):
+    if guidance is not None and (guidance < 0 or not takes_conditions(config)):
         raise PaletteError("guidance needs a model with an encoder or colour controls and a weight of 0 or more"
                            if guidance >= 0 else f"guidance must be 0 or more, got {guidance}")
-    if conditioned(config) and guidance is None:
+    if takes_conditions(config) and guidance is None:
         guidance = config.encoder.guidance if config.encoder is not None else 0.0
     if config.objective == "regression":
         return Sampling("regression", 1, strength)
@@ -79,7 +89,18 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
     steps = steps or config.steps
     samplers.respace(diffusion.gammas(config.sample_schedule), steps, strength)  # checks steps and strength
-    return Sampling(sampler, steps, strength, guidance, normalized)
+    return Sampling(sampler, steps, strength, guidance, normalized, refine)
+
+
+def _resolve_refine(config: ModelConfig, refine: str | RefineConfig) -> RefineConfig | None:
+    """The refinement a model runs: none for one-pass models, "off", or a model without a block."""
+    if isinstance(refine, RefineConfig):
+        samplers.respace(diffusion.gammas(config.sample_schedule), refine.steps, refine.strength)
+    elif refine not in REFINE_MODES:
+        raise PaletteError(f"unknown refine mode {refine!r}; choose one of {', '.join(REFINE_MODES)}")
+    else:
+        refine = config.refine if refine == "auto" else None
+    return None if config.objective == "regression" else refine
 
 
 def _free_memory(device: torch.device) -> int:
@@ -204,7 +225,7 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
     from . import features
 
     network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
-    # One view at a time: under CPU autocast a batch's shape changes the rounding (see OneByOne).
+    # One view at a time: under CPU autocast a batch's shape changes the rounding (see guidance.OneByOne).
     return torch.cat([features.encode(network, view[None].to(model.device), encoder.size) for view in views])
 
 
@@ -225,28 +246,8 @@ def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], cou
 
 def _network(model: PaletteModel, flat: dict[str, torch.Tensor], start: int, end: int, sampling: Sampling):
     """The network call for items start..end: guided over their conditions, if the model takes any."""
-    network = model.network
-    if model.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        network = OneByOne(network)
-    if not conditioned(model.config):
-        return network
-    return Guided(network, {k: v[start:end] for k, v in flat.items()}, sampling.guidance or 0.0,
-                  model.config.objective, sampling.normalized)
-
-
-class OneByOne:
-    """A network called on one item at a time. Half-precision CPU kernels round differently for
-    different batch shapes (about 3% of 8-bit values moved by one level between batch 1 and 8), so
-    under CPU autocast each item is computed alone: a photo's output then depends on nothing else
-    in the run. CPU batches gain little anyway."""
-
-    def __init__(self, network):
-        self.network = network
-
-    def __call__(self, x: torch.Tensor, gamma: torch.Tensor, **condition: torch.Tensor) -> torch.Tensor:
-        gamma = gamma.reshape(-1).expand(x.shape[0])
-        return torch.cat([self.network(x[i:i + 1], gamma[i:i + 1], **{k: v[i:i + 1] for k, v in condition.items()})
-                          for i in range(x.shape[0])])
+    return conditioned(model.network, {k: v[start:end] for k, v in flat.items()}, sampling.guidance or 0.0,
+                       model.config.objective, sampling.normalized)
 
 
 # --- one photo: prepare, then finish --------------------------------------------------------
@@ -289,6 +290,22 @@ def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
         rgb = module.finish(prep, samples[:, k].float().cpu())
         outputs.append(images.with_alpha(rgb, prep.photo.alpha, prep.offset[::-1]))
     return outputs
+
+
+def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, sampling: Sampling, *,
+                   seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
+    """Samples (1, K, 3, S, S) of a prepared photo refined up to the resolution of its fill (1, K, 3, H, W)
+    where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are."""
+    region_of = getattr(tasks.get(prep.task), "fill_region", None)
+    if sampling.refine is None or region_of is None:
+        return samples
+    region, mask = region_of(prep)
+    if not fill_levels(*region.shape[-2:], model.config.image_size):
+        return samples
+    maps = encoder_maps(model, prep.view, len(prep.cond))
+    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed, k,
+                       batch_size or auto_batch_size(model)) for k in range(samples.shape[1])]
+    return torch.stack([refine_fill(run, region, mask, samples[0, run.sample]) for run in runs])[None]
 
 
 # --- many photos ----------------------------------------------------------------------------
@@ -352,7 +369,9 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
     share = (time.perf_counter() - start) / sum(len(p.cond) for _, p in group)
     for i, (key, prep) in enumerate(group):
         begin = time.perf_counter()
-        outputs = finish(prep, samples[i])
+        refined = refine_samples(model, prep, samples[i], options["sampling"], seed=options["seed"],
+                                 batch_size=options["batch_size"])
+        outputs = finish(prep, refined)
         yield key, Result(prep, outputs, prep.seconds + share * len(prep.cond) + time.perf_counter() - begin)
 
 
@@ -366,17 +385,19 @@ def _stacked_conditions(preps: list[Prepared]) -> dict[str, torch.Tensor]:
 def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | str | os.PathLike, *,
             num_samples: int = 1, sampler: str | None = None, steps: int | None = None, seed: int = 0,
             batch_size: int | None = None, callback: Callback | None = None,
-            strength: float | None = None, guidance: float | None = None, **task_options: Any) -> list[Image.Image]:
+            strength: float | None = None, guidance: float | None = None, refine: str | RefineConfig = "auto",
+            **task_options: Any) -> list[Image.Image]:
     """Restore one photo at full resolution: `num_samples` PIL images (RGBA if it had alpha).
 
-    `task_options` go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop),
-    quality (jpeg), hints / hints_image / reference (colorize with colour controls).
+    `refine` (inpaint, uncrop): "auto", "off" or a `RefineConfig` (see `resolve_sampling`). `task_options`
+    go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop), quality (jpeg),
+    hints / hints_image / reference (colorize with colour controls).
     """
-    sampling = resolve_sampling(model, sampler, steps, strength, guidance)
+    sampling = resolve_sampling(model, sampler, steps, strength, guidance, refine=refine)
     prep = prepare(model, task, image, seed=seed, **task_options)
     samples = restore_tensors(model, prep.cond, prep.mask, num_samples=num_samples, sampling=sampling, seed=seed,
                               batch_size=batch_size, callback=callback, views=prep.view, condition=prep.condition)
-    return finish(prep, samples)
+    return finish(prep, refine_samples(model, prep, samples, sampling, seed=seed, batch_size=batch_size))
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):
@@ -408,4 +429,15 @@ def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, 
     if sampling.guidance and not sampling.normalized:
         guided["guidance_form"] = "plain"
     return {"task": prep.task, "model": name, "seed": seed, "sample": sample, "sampler": sampling.sampler,
-            "steps": sampling.steps, "strength": sampling.strength, **guided, **prep.settings}
+            "steps": sampling.steps, "strength": sampling.strength, **guided,
+            **_refine_setting(model, prep.task, sampling), **prep.settings}
+
+
+def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[str, Any]:
+    """The refinement of a task that has one: its levels' strength and steps, or "off" where the model would
+    refine; nothing for a model without a refine block run as before (its metadata is unchanged)."""
+    if not hasattr(tasks.get(task), "fill_region"):
+        return {}
+    if sampling.refine is not None:
+        return {"refine": dataclasses.asdict(sampling.refine)}
+    return {"refine": "off"} if model.config.refine is not None else {}

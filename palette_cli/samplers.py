@@ -10,7 +10,9 @@ pasted exactly at the end.
 Shared options: `objective` says what the network predicts (eps, x0 or v); `residual` samples
 x0 - residual_base(cond) and adds the base back; `strength` s < 1 starts from the source (or, with
 `residual`, from zero) noised to the level reached after a fraction s of the schedule instead of
-from pure noise, spending all `steps` on that part of the schedule.
+from pure noise, spending all `steps` on that part of the schedule. `init` replaces the source as
+that starting image and `noise` the starting noise drawn from the generators (coarse-to-fine fills
+start each level from the upsampled fill, under one noise field shared by overlapping tiles).
 """
 
 from __future__ import annotations
@@ -98,15 +100,17 @@ class Problem:
 
 
 def _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
-           spacing="time"):
+           spacing="time", init=None, noise=None):
     """The problem, the respaced levels (float64, noisiest last) and the starting x."""
     base = residual_base(cond, mask) if residual else None
     known = cond if base is None else cond - base
     problem = Problem(network, cond, mask, objective, base, known, clip)
     g = respace(gammas, steps, strength, spacing).double()
-    noise = randn_like_per_sample(cond, generators)
-    if strength < 1:  # Start from the source noised to the first level (SDEdit).
-        start = torch.zeros_like(cond) if base is not None else cond
+    noise = randn_like_per_sample(cond, generators) if noise is None else noise.to(cond)
+    if strength < 1:  # Start from the source (or `init`) noised to the first level (SDEdit).
+        start = cond if init is None else init.to(cond)
+        if base is not None:  # Residual space: the source is its own base (zero), `init` is init - base.
+            start = torch.zeros_like(cond) if init is None else start - base
         x = q_sample(start, g[-1:].float().expand(cond.shape[0]).to(cond.device), noise)
     else:
         x = noise
@@ -117,9 +121,11 @@ def _setup(network, cond, gammas, steps, strength, generators, mask, objective, 
 def ddpm(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
          generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
          objective: str = "eps", residual: bool = False, strength: float = 1.0, clip: bool = True,
-         callback: Callback | None = None) -> torch.Tensor:
+         callback: Callback | None = None, init: torch.Tensor | None = None,
+         noise: torch.Tensor | None = None) -> torch.Tensor:
     """Ancestral sampling, Algorithm 2 of Palette, on `steps` levels respaced from `gammas`."""
-    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip)
+    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
+                     init=init, noise=noise)
     g_prev = torch.cat([g.new_ones(1), g[:-1]])
     for i in reversed(range(len(g))):
         alpha = g[i] / g_prev[i]
@@ -141,9 +147,11 @@ def ddpm(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
 def ddim(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
          generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
          objective: str = "eps", residual: bool = False, strength: float = 1.0, eta: float = 0.0,
-         clip: bool = True, callback: Callback | None = None) -> torch.Tensor:
+         clip: bool = True, callback: Callback | None = None, init: torch.Tensor | None = None,
+         noise: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12); eta = 0 is deterministic given the starting noise."""
-    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip)
+    p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
+                     init=init, noise=noise)
     g_prev = torch.cat([g.new_ones(1), g[:-1]])
     for i in reversed(range(len(g))):
         x0, eps = p.denoise(x, g[i].item())
@@ -162,11 +170,12 @@ def ddim(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
 def dpmpp(network, cond: torch.Tensor, gammas: torch.Tensor, *, steps: int,
           generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
           objective: str = "eps", residual: bool = False, strength: float = 1.0, clip: bool = True,
-          callback: Callback | None = None) -> torch.Tensor:
+          callback: Callback | None = None, init: torch.Tensor | None = None,
+          noise: torch.Tensor | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, on the data prediction x0,
     with steps evenly spaced in log-SNR."""
     p, g, x = _setup(network, cond, gammas, steps, strength, generators, mask, objective, residual, clip,
-                     spacing="logsnr")
+                     spacing="logsnr", init=init, noise=noise)
     alpha, sigma = g.sqrt(), (1 - g).sqrt()
     lam = torch.log(alpha / sigma)  # half log-SNR, increasing as the noise goes down
     prev_x0, prev_h = None, None
@@ -206,8 +215,10 @@ SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp": dpmpp}
 def sample(network, cond: torch.Tensor, gammas: torch.Tensor, *, sampler: str, steps: int,
            generators: Sequence[torch.Generator], mask: torch.Tensor | None = None,
            objective: str = "eps", residual: bool = False, strength: float = 1.0,
-           callback: Callback | None = None) -> torch.Tensor:
-    """Dispatch to a sampler by name; regression models always take their single pass."""
+           callback: Callback | None = None, init: torch.Tensor | None = None,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch to a sampler by name; regression models always take their single pass (`init` and `noise`
+    only count for diffusion samplers)."""
     if objective == "regression":
         return regression(network, cond, mask=mask, residual=residual, callback=callback)
     try:
@@ -215,4 +226,4 @@ def sample(network, cond: torch.Tensor, gammas: torch.Tensor, *, sampler: str, s
     except KeyError:
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
     return fn(network, cond, gammas, steps=steps, generators=generators, mask=mask, objective=objective,
-              residual=residual, strength=strength, callback=callback)
+              residual=residual, strength=strength, callback=callback, init=init, noise=noise)

@@ -15,6 +15,7 @@ STREAMS = {
     # inference (tasks' prepare)
     "mask": 1 << 40,  # free-form masks drawn from --mask-mode free-form
     "fill": (1 << 40) + 1,  # noise in the hole of inpaint/uncrop conditioning
+    "refine": (1 << 40) + 2,  # coarse-to-fine fills: keyed further on (sample, level[, tile])
     # training (data.py, train.py)
     "shuffle": 1 << 40,  # + epoch: the order of the images in each epoch
     "validation": 1 << 41,  # + row: the fixed crops and degradations of the sample grids
@@ -33,6 +34,6 @@ def generator(seed: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & 0x7FFFFFFFFFFFFFFF)
 
 
-def stream(seed: int, name: str, index: int = 0) -> torch.Generator:
-    """The generator of stream `name` (see STREAMS), `index` steps into it."""
-    return generator(seed, STREAMS[name] + index)
+def stream(seed: int, name: str, index: int = 0, *keys: int) -> torch.Generator:
+    """The generator of stream `name` (see STREAMS), `index` steps into it, keyed further on `keys`."""
+    return generator(seed, STREAMS[name] + index, *keys)

@@ -12,7 +12,7 @@ from conftest import make_tiny_model
 
 import palette_cli
 from palette_cli import PaletteError
-from palette_cli.config import PRESETS, ModelConfig, from_dict, to_dict, validate
+from palette_cli.config import PRESETS, ModelConfig, RefineConfig, from_dict, to_dict, validate
 
 # Fields where zero is a valid value (everything else numeric must be positive).
 ZERO_IS_VALID = {"unet.dropout", "train_schedule.cosine_s", "sample_schedule.cosine_s"}
@@ -65,13 +65,15 @@ def _set(data: dict, path: str, value: object) -> dict:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("fuzz") / "m", tasks=("colorize", "jpeg"))
+    # With every optional block that needs no extra weights, so that its fields are fuzzed too.
+    return make_tiny_model(tmp_path_factory.mktemp("fuzz") / "m", tasks=("colorize", "jpeg"), refine=RefineConfig())
 
 
 def test_every_bad_value_of_every_field_is_a_palette_error(model_dir: Path, tmp_path: Path) -> None:
     good = json.loads((model_dir / "config.json").read_text())
     cases = [(path, bad) for path, value in _leaves(good) if path != "format_version"
              for bad in _mutations(path, value)]
+    assert {"refine.strength", "refine.steps", "refine.block"} <= {path for path, _ in cases}
     assert len(cases) > 250
     for path, bad in cases:
         data = _set(good, path, bad)

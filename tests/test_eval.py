@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from palette_cli import evaluate, metrics, tasks
+from palette_cli import evaluate, metrics, pipeline, tasks
 from palette_cli.tasks import colorize, inpaint, jpeg, masks, uncrop
 from palette_cli.checkpoint import load_model
 from palette_cli.cli import app, _register
@@ -236,8 +236,10 @@ def test_missing_data_and_bad_options(tiny_model_dir, tmp_path):
 
 def test_cli_choices_match_the_library():
     hints = typing.get_type_hints(eval_cli.eval_command, include_extras=True)
-    choices = {name: typing.get_args(typing.get_args(hints[name])[0]) for name in ("task", "mask_mode", "side")}
-    assert choices == {"task": tasks.TASKS, "mask_mode": inpaint.EVAL_MASK_MODES, "side": uncrop.EVAL_SIDES}
+    choices = {name: typing.get_args(typing.get_args(hints[name])[0])
+               for name in ("task", "mask_mode", "side", "refine")}
+    assert choices == {"task": tasks.TASKS, "mask_mode": inpaint.EVAL_MASK_MODES, "side": uncrop.EVAL_SIDES,
+                       "refine": pipeline.REFINE_MODES}
     assert typing.get_type_hints(eval_cli.eval_command)["quality"] is int
     assert eval_cli.eval_command.__kwdefaults__["quality"] == jpeg.DEFAULT_QUALITY
 

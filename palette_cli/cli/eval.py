@@ -14,6 +14,7 @@ from .common import Task, app, err, error_line, imports_done, out
 # `palette --help` does not import torch.
 MaskMode = Literal["center", "free-form", "box", "train"]
 Side = Literal["left", "right", "top", "bottom", "all", "random"]
+Refine = Literal["auto", "off"]
 
 _ARROWS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "colorfulness": "colourfulness"}
 
@@ -41,6 +42,9 @@ def eval_command(
                                        "truth (the scored points are the first 10 of them).")] = 0,
     reference: Annotated[bool, typer.Option("--reference", help="Colorize: give the model the ground truth as "
                                             "its colour reference.")] = False,
+    refine: Annotated[Refine, typer.Option(help="inpaint/uncrop above the model's size: auto refines the fill up "
+                                           "to full resolution (models with a refine block); off: as before.")
+                      ] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
@@ -66,7 +70,7 @@ def eval_command(
 
     settings = EvalSettings(task=task, num_samples=num_samples, sampler=sampler, steps=steps, seed=seed,
                             strength=strength, dtype=dtype, guidance=guidance, normalized=not plain_guidance,
-                            hints=hints, reference=reference,
+                            hints=hints, reference=reference, refine=refine,
                             quality=quality, mask_mode=mask_mode, side=side, image_size=image_size,
                             batch_size=batch_size, limit=limit, grid_rows=grid_rows,
                             labels=None if labels is None else str(labels), features=features)

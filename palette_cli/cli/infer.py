@@ -50,6 +50,11 @@ class MaskMode(str, Enum):
     free_form = "free-form"
 
 
+class Refine(str, Enum):
+    auto = "auto"
+    off = "off"
+
+
 class Side(str, Enum):
     left = "left"
     right = "right"
@@ -142,9 +147,16 @@ class Request:
     sampling: SamplingOptions
     run: RunOptions
     task_options: dict[str, Any] = field(default_factory=dict)
+    refine: str = "auto"  # inpaint and uncrop: coarse-to-fine fills ("auto" or "off")
 
 
 restoring = option_groups(outputs=OutputOptions, sampling=SamplingOptions, run=RunOptions)
+
+# The masked tasks' coarse-to-fine fills, one option for both commands.
+RefineOpt = Annotated[Refine, typer.Option(
+    "--refine", help="auto: refine the fill at successively doubled sizes up to the photo's own resolution "
+    "(models whose config has a refine block); off: the model-size fill scaled up, as before.",
+    rich_help_panel=_SAMPLING)]
 
 
 @app.command("colorize")
@@ -229,13 +241,14 @@ def inpaint_command(
     mask_mode: Annotated[Optional[MaskMode], typer.Option(
         "--mask-mode", help="center: the central half; free-form: random brush strokes from the seed.",
         show_default=False, rich_help_panel="Mask")] = None,
+    refine: RefineOpt = Refine.auto,
     outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
 ) -> None:
     """Fill the masked part of photos; every pixel outside the mask is kept exactly.
 
     Give exactly one of --mask, --mask-box, --mask-mode. Writes OUTDIR/NAME.inpaint.0.png.
     """
-    _run(Request("inpaint", inputs, outputs, sampling, run, _mask_options(mask, mask_box, mask_mode)))
+    _run(Request("inpaint", inputs, outputs, sampling, run, _mask_options(mask, mask_box, mask_mode), refine.value))
 
 
 @app.command("uncrop")
@@ -248,13 +261,14 @@ def uncrop_command(
         "--ratio", min=0.01, max=0.99, help="Share of the output that is new, as in training: 0.5 doubles the "
         "width (left/right) or height (top/bottom); with all, the photo keeps half the area.",
         rich_help_panel="Uncrop")] = 0.5,
+    refine: RefineOpt = Refine.auto,
     outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
 ) -> None:
     """Extend photos beyond their borders; every original pixel is kept exactly.
 
     Writes OUTDIR/NAME.uncrop.0.png, larger than the input.
     """
-    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side.value, "ratio": ratio}))
+    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side.value, "ratio": ratio}, refine.value))
 
 
 @app.command("jpeg")
@@ -385,7 +399,7 @@ def _load(req: Request):
     s = req.sampling
     try:
         sampling = pipeline.resolve_sampling(model, s.sampler.value if s.sampler else None, s.steps, s.strength,
-                                             s.guidance)
+                                             s.guidance, req.refine)
         return model, sampling, pipeline.autocast(model, run.dtype.value)
     except (PaletteError, RuntimeError) as exc:
         raise fail(str(exc), 2) from None

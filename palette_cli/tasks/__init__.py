@@ -15,6 +15,8 @@ A task module owns everything its task means, and provides:
     finish(prepared, x) -> PIL image                      model-size samples (N, 3, S, S) -> full size
     view(region, cond, mask, size) -> (3, size, size)     what a frozen encoder sees (the base image)
     view_regions(prepared) -> [region per input]           the full-resolution picture behind each input
+    fill_region(prepared) -> (region, mask)               optional (masked tasks with one input): the
+                               full-resolution picture and hole a fill is refined up to (refine.py)
 
 Adding a task is adding a module with these names, `REGISTRY[module.NAME] = module`, and a CLI
 command. The residual base of residual diffusion is the same for every task (the source, its

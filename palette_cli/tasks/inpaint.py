@@ -142,8 +142,14 @@ def view_regions(prep: Prepared) -> list[Tensor]:
     return [images.to_tensor(prep.photo.rgb)[:, y0:y1, x0:x1]]
 
 
+def fill_region(prep: Prepared) -> tuple[Tensor, Tensor]:
+    """The crop around the hole and its hole, at the photo's resolution: what a fill is refined up to."""
+    hole, (x0, y0, x1, y1) = prep.layout
+    return images.to_tensor(prep.photo.rgb)[:, y0:y1, x0:x1], hole[:, y0:y1, x0:x1]
+
+
 def finish(prep: Prepared, x: Tensor) -> Image.Image:
-    """The photo with only the hole replaced, from the generated crop resized back."""
+    """The photo with only the hole replaced, from the generated crop (model-size or refined) resized back."""
     hole, box = prep.layout
     x0, y0, x1, y1 = box
     return paste_masked(prep.photo.rgb, images.resize(x[0], (y1 - y0, x1 - x0)), hole, box)

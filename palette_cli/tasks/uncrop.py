@@ -131,8 +131,17 @@ def view_regions(prep: Prepared) -> list[Tensor]:
     return [canvas]
 
 
+def fill_region(prep: Prepared) -> tuple[Tensor, Tensor]:
+    """The grown canvas at the photo's resolution (the photo at its offset) and its new part: what a fill is
+    refined up to."""
+    (top, left), (w, h) = prep.offset, prep.photo.size
+    canvas = torch.zeros(3, *prep.layout.shape[-2:])
+    canvas[:, top:top + h, left:left + w] = images.to_tensor(prep.photo.rgb)
+    return canvas, prep.layout
+
+
 def finish(prep: Prepared, x: Tensor) -> Image.Image:
-    """The generated canvas at full size, with every original pixel put back."""
+    """The generated canvas (model-size or refined) at full size, with every original pixel put back."""
     rgb = images.to_pil(images.resize(x[0], tuple(prep.layout.shape[-2:])))
     rgb.paste(prep.photo.rgb, prep.offset[::-1])
     return rgb

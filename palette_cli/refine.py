@@ -1,0 +1,109 @@
+"""Coarse-to-fine fills of masked tasks (inpaint, uncrop): the new pixels' texture made at full resolution.
+
+The network samples a fill at its training size (`image_size`); scaling that up to a crop of several
+hundred pixels gives a soft blur. Refinement climbs from there in doublings to the crop's own
+resolution. At each level the previous fill is upsampled, the known pixels are the photo's own at that
+scale, and the network runs SDEdit (Meng et al. 2022) over model-size tiles: each tile starts from the
+upsampled fill noised to `strength` and keeps its known pixels at every step, as the samplers do for
+masked tasks. Tiles, because the network's self-attention is trained at one size only; they overlap
+and are blended as jpeg's are (`tasks.jpeg.make_tiling`). The start noise and the noise in the hole of
+the conditioning are one field per level, so overlapping tiles start from the same picture; every
+draw comes from `seeds.stream(seed, "refine", 0, sample, level[, tile])`, so a sample's refinement does
+not depend on the batch size or on the other inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import diffusion, images, samplers, seeds
+from .checkpoint import PaletteModel
+from .config import RefineConfig
+from .guidance import conditioned
+from .tasks.jpeg import TILE_OVERLAP, make_tiling, merge_tiles, split_tiles
+from .tasks.masks import fill_noise
+
+
+def fill_levels(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """(H, W) of the refinement levels of a height x width fill, smallest first: halvings of it down to
+    the last whose shorter side is still `size` or more, then the fill itself; none when no side of it
+    is larger than `size` (the model's own sample is already at full resolution)."""
+    if max(height, width) <= size:
+        return []
+    k = 0
+    while min(height, width) / 2 ** (k + 1) >= size:
+        k += 1
+    return [(round(height / 2**i), round(width / 2**i)) for i in range(k, -1, -1)]
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What every level of one sample's refinement shares."""
+
+    model: PaletteModel
+    settings: RefineConfig
+    sampler: str  # a diffusion sampler (samplers.SAMPLERS)
+    guidance: float  # classifier-free guidance weight over `maps` (0: a plain call)
+    maps: Tensor | None  # (1, C, h, w): the encoder's map of the input's view, shown to every tile; None: no encoder
+    seed: int
+    sample: int  # which sample of the input: keys its random streams
+    batch_size: int  # tiles per network call
+
+
+def refine_fill(run: Refinement, region: Tensor, mask: Tensor, coarse: Tensor) -> Tensor:
+    """`coarse` (3, S, S), the model-size fill of `region` (3, H, W) with hole `mask` (1, H, W), refined
+    level by level: (3, H, W) with the known pixels of `region` and the refined hole."""
+    x = coarse.float().cpu()
+    height, width = region.shape[-2:]
+    for level, size in enumerate(fill_levels(height, width, run.model.config.image_size)):
+        known = images.resize(region, size)
+        hole = images.resize_mask(mask, size)
+        x = known * (1 - hole) + images.resize(x, size) * hole
+        for half, part in enumerate(_halves(hole, run.settings.block)):
+            x = _pass(run, (level, half), x, part)
+    return x
+
+
+def _halves(hole: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """The hole (1, H, W) split into a checkerboard of block x block squares and its complement.
+
+    Every hole pixel is then within `block` pixels of a known one, as in training: a network that
+    never saw a hole wider than half its input leaves the noise in the middle of a larger one."""
+    rows, cols = (torch.arange(n) // block for n in hole.shape[-2:])
+    board = ((rows[:, None] + cols[None, :]) % 2).to(hole.dtype)
+    return hole * board, hole * (1 - board)
+
+
+def _pass(run: Refinement, key: tuple[int, int], start: Tensor, hole: Tensor) -> Tensor:
+    """SDEdit of the `hole` pixels of `start` (3, H, W) over the model-size tiles that touch it, blended back;
+    the other pixels of `start` are its known ones."""
+    field = seeds.stream(run.seed, "refine", 0, run.sample, *key)
+    cond = fill_noise(start, hole, field)  # the hole holds noise, as in training
+    noise = torch.randn(start.shape, generator=field)
+    size = run.model.config.image_size
+    tiling = make_tiling(*start.shape[-2:], size, round(size * TILE_OVERLAP))
+    tiles = [split_tiles(t, tiling) for t in (cond, hole, start, noise)]
+    active = [i for i in range(len(tiling.corners)) if tiles[1][i].any()]
+    out = tiles[2].clone()  # tiles without a hole pixel are their known pixels
+    for begin in range(0, len(active), run.batch_size):
+        chunk = active[begin:begin + run.batch_size]
+        out[chunk] = _sample_tiles(run, key, chunk, *(t[chunk] for t in tiles))
+    return start * (1 - hole) + merge_tiles(out, tiling) * hole
+
+
+def _sample_tiles(run: Refinement, key: tuple[int, int], chunk: list[int], cond: Tensor, mask: Tensor, init: Tensor,
+                  noise: Tensor) -> Tensor:
+    """SDEdit of a batch of tiles (B, 3, S, S) from `init` under `noise`, the known pixels kept."""
+    model, config, device = run.model, run.model.config, run.model.device
+    maps = None if run.maps is None else run.maps.expand(len(chunk), -1, -1, -1).to(device)
+    generators = [seeds.stream(run.seed, "refine", 0, run.sample, *key, tile) for tile in chunk]
+    network = conditioned(model.network, {} if maps is None else {"features": maps}, run.guidance, config.objective)
+    x = samplers.sample(network, cond.to(device),
+                        diffusion.gammas(config.sample_schedule), sampler=run.sampler, steps=run.settings.steps,
+                        generators=generators, mask=mask.to(device), objective=config.objective,
+                        residual=config.residual, strength=run.settings.strength, init=init.to(device),
+                        noise=noise.to(device))
+    return x.float().cpu()
