@@ -138,7 +138,8 @@ def training_loss(network: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor
 
     The target is eps for Palette's objective, x0 or v otherwise; with `residual` the diffused
     image is x0 - residual_base(cond, mask). `condition` (keyword arguments of the network: a frozen
-    encoder's map of the base image, colour hints, a reference vector) goes to every network call. `perceptual(x0_hat, x0)`, when given, is
+    encoder's map of the base image, colour hints, a reference vector) goes to every network call.
+    `perceptual(x0_hat, x0)`, when given, is
     added to the loss: a distance between the predicted and the true clean image (ResShift-style)."""
     if condition:
         network = functools.partial(network, **condition)

@@ -415,7 +415,8 @@ class _Trainer:
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
         encoder = model_config.encoder
         config = dataclasses.replace(config, image_size=size, encoder=encoder.name if encoder else None,
-                                     controls=bool(model_config.unet.hint_channels), precision=resolve_precision(config.precision, d.device))
+                                     controls=bool(model_config.unet.hint_channels),
+                                     precision=resolve_precision(config.precision, d.device))
         self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
         self.config, self.init = config, init
 

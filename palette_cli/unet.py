@@ -213,20 +213,22 @@ class UNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(Block(*layers))
 
-        if cfg.encoder_channels:
-            self._add_encoder_projections(emb_dim, mid)
-        if cfg.reference_channels:  # zero-initialised: a network gaining a reference starts as it was
-            self.reference_embed = nn.Sequential(nn.Linear(cfg.reference_channels, emb_dim), nn.SiLU(),
-                                                 zero_module(nn.Linear(emb_dim, emb_dim)))
+        self._add_condition_inputs(emb_dim, mid)
         self.out = nn.Sequential(GroupNorm32(ch, cfg.norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
-    def _add_encoder_projections(self, emb_dim: int, mid: int) -> None:
+    def _add_condition_inputs(self, emb_dim: int, mid: int) -> None:
         """Zero-initialised projections of the encoder's pooled vector (into the embedding) and map
-        (onto the bottleneck's `mid` channels): a network gaining an encoder starts as it was."""
-        c = self.config.encoder_channels
-        self.feature_embed = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), zero_module(nn.Linear(emb_dim, emb_dim)))
-        self.feature_map_in = zero_module(nn.Conv2d(c, mid, 1))
+        (onto the bottleneck's `mid` channels), and of a reference vector (into the embedding): a
+        network gaining an encoder or a reference starts as it was."""
+        c, r = self.config.encoder_channels, self.config.reference_channels
+        if c:
+            self.feature_embed = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(),
+                                               zero_module(nn.Linear(emb_dim, emb_dim)))
+            self.feature_map_in = zero_module(nn.Conv2d(c, mid, 1))
+        if r:
+            self.reference_embed = nn.Sequential(nn.Linear(r, emb_dim), nn.SiLU(),
+                                                 zero_module(nn.Linear(emb_dim, emb_dim)))
 
     @property
     def downsample_factor(self) -> int:

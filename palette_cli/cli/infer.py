@@ -399,7 +399,7 @@ def _load(req: Request):
     s = req.sampling
     try:
         sampling = pipeline.resolve_sampling(model, s.sampler.value if s.sampler else None, s.steps, s.strength,
-                                             s.guidance, req.refine)
+                                             s.guidance, refine=req.refine)
         return model, sampling, pipeline.autocast(model, run.dtype.value)
     except (PaletteError, RuntimeError) as exc:
         raise fail(str(exc), 2) from None
