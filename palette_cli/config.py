@@ -76,6 +76,7 @@ class RefineConfig:
     strength: float = 0.5  # start level of every refinement level: the share of the schedule redone
     steps: int = 1  # network calls per tile at every level
     block: int = 8  # the hole is refined in two passes, a checkerboard of block x block squares and the rest
+    tasks: tuple[str, ...] = ("inpaint", "uncrop")  # the tasks refined (a measured choice per task)
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,8 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),
         "dropout": _float(0.0, 1.0, high_open=True), "guidance": _float(0.0, math.inf),
     },
-    RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1)},
+    RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1),
+                   "tasks": _tuple(_choice(_task_names), nonempty=False)},
     ScheduleConfig: {
         "kind": _choice(lambda: SCHEDULE_KINDS), "num_steps": _int(2),
         "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),

@@ -297,7 +297,7 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
     """Samples (1, K, 3, S, S) of a prepared photo refined up to the resolution of its fill (1, K, 3, H, W)
     where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are."""
     region_of = getattr(tasks.get(prep.task), "fill_region", None)
-    if sampling.refine is None or region_of is None:
+    if sampling.refine is None or region_of is None or prep.task not in sampling.refine.tasks:
         return samples
     region, mask = region_of(prep)
     if not fill_levels(*region.shape[-2:], model.config.image_size):
@@ -438,6 +438,6 @@ def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[
     refine; nothing for a model without a refine block run as before (its metadata is unchanged)."""
     if not hasattr(tasks.get(task), "fill_region"):
         return {}
-    if sampling.refine is not None:
-        return {"refine": dataclasses.asdict(sampling.refine)}
+    if sampling.refine is not None and task in sampling.refine.tasks:
+        return {"refine": {k: v for k, v in dataclasses.asdict(sampling.refine).items() if k != "tasks"}}
     return {"refine": "off"} if model.config.refine is not None else {}

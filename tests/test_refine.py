@@ -118,9 +118,11 @@ def test_the_config_block_is_optional_and_checked():
     assert "refine" not in plain and from_dict(plain).refine is None
     data = {**plain, "refine": {"strength": 0.25}}
     assert from_dict(data).refine == RefineConfig(strength=0.25)
-    assert json.loads(json.dumps(to_dict(from_dict(data))))["refine"] == {"strength": 0.25, "steps": 1, "block": 8}
+    assert json.loads(json.dumps(to_dict(from_dict(data))))["refine"] == {"strength": 0.25, "steps": 1, "block": 8,
+                                                                   "tasks": ["inpaint", "uncrop"]}
     for block, message in (({"strength": 0}, "refine.strength: must be in"), ({"steps": 0}, "refine.steps: must be"),
                            ({"block": "x"}, "refine.block: must be an integer"),
+                           ({"tasks": ["blur"]}, "refine.tasks\\[0\\]: must be one of"),
                            ({"tiles": 2}, "refine: unknown field"),
                            ({"strength": 0.001, "steps": 9}, "refine.steps: 9 is more than")):
         with pytest.raises(PaletteError, match=message):
@@ -146,3 +148,14 @@ def test_the_cli_takes_refine(models, tmp_path):
     assert not np.array_equal(outputs["auto"], outputs["off"])
     bad = CliRunner().invoke(app, ["inpaint", str(PHOTO), "--mask-box", "1,1,9,9", "--refine", "on"])
     assert bad.exit_code == 2
+
+
+def test_a_refine_block_names_the_tasks_it_refines(models):
+    plain, _ = models
+    inpaint_only = RefineConfig(strength=0.3, steps=1, block=4, tasks=("inpaint",))
+    (before,) = restore(plain, "uncrop", PHOTO, seed=3, side="right")
+    (uncrop,) = restore(plain, "uncrop", PHOTO, seed=3, side="right", refine=inpaint_only)
+    assert np.array_equal(pixels(before), pixels(uncrop))
+    (inpaint,) = restore(plain, "inpaint", PHOTO, seed=3, mask_box=BOX, refine=inpaint_only)
+    (off,) = restore(plain, "inpaint", PHOTO, seed=3, mask_box=BOX)
+    assert not np.array_equal(pixels(inpaint), pixels(off))
