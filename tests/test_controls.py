@@ -219,3 +219,44 @@ def test_eval_scores_hints_and_reference(controlled):
     assert none["mean"]["baseline"] == hinted["mean"]["baseline"]
     assert none["mean"]["model"] != hinted["mean"]["model"]
     assert hinted["settings"]["hints"] == 10 and hinted["settings"]["reference"] == "ground truth"
+
+
+# --- enforcing the colours asked for ----------------------------------------------------------
+
+
+def test_hint_colours_propagate_along_the_luminance_not_across_edges():
+    luma = torch.full((32, 32), -0.5)
+    luma[:, 16:] = 0.5  # a strong vertical edge
+    chroma = torch.zeros(2, 32, 32)
+    hint = H.hint_map([H.parse_hint("4,16,#2050d0")], 32, 32, 32)
+    out = H.propagate(chroma, luma, hint)
+    wanted = hint[:2, 16, 4] / 2
+    assert torch.allclose(out[:, 16, 4], wanted, atol=0.01)  # the hinted pixel takes the hint's colour
+    same_side = (out[:, 16, 14] - chroma[:, 16, 14]).abs().sum()
+    across = (out[:, 16, 18] - chroma[:, 16, 18]).abs().sum()
+    assert same_side > 0.8 * wanted.abs().sum() and across < 0.1 * same_side
+    assert H.propagate(chroma, luma, torch.zeros(3, 32, 32)) is chroma  # no hint: untouched
+
+
+def test_a_reference_distribution_is_matched_channel_by_channel():
+    g = torch.Generator().manual_seed(0)
+    chroma = torch.randn(2, 16, 16, generator=g) * 0.05
+    reference = torch.stack([torch.rand(1000, generator=g) * 0.4 - 0.1, torch.rand(1000, generator=g) * -0.3])
+    out = H.match_chroma(chroma, reference)
+    for c in range(2):
+        assert torch.equal(out[c].flatten().argsort(), chroma[c].flatten().argsort())  # order kept
+        assert abs(out[c].min() - reference[c].min()) < 0.01 and abs(out[c].max() - reference[c].max()) < 0.01
+
+
+def test_hints_and_reference_move_the_colours_of_a_restored_photo(controlled):
+    plain = pipeline.restore(controlled, "colorize", PHOTO, seed=1)[0]
+    blue = pipeline.restore(controlled, "colorize", PHOTO, seed=1, hints=["48,32,#2050d0,4"])[0]
+    chroma = lambda im: H.chroma(images.to_tensor(im))  # noqa: E731
+    wanted = H.chroma(torch.tensor([0x20, 0x50, 0xD0]).view(3, 1, 1) / 127.5 - 1).flatten()
+    near = lambda im: (chroma(im)[:, 28:36, 44:52].mean(dim=(1, 2)) - wanted).abs().sum()  # noqa: E731
+    assert near(blue) < 0.5 * near(plain)
+    reference = DATA / "kodim23-96.png"
+    matched = pipeline.restore(controlled, "colorize", PHOTO, seed=1, reference=reference)[0]
+    truth = images.to_tensor(Image.open(reference).convert("RGB"))[None]
+    assert H.histogram_distance(images.to_tensor(matched)[None], truth) < \
+        0.6 * H.histogram_distance(images.to_tensor(plain)[None], truth)

@@ -101,7 +101,14 @@ def prepare(photo: images.Photo, size: int, *, seed: int = 0, hints: list | None
     hints), `reference` (a photo, PIL image or path whose colours to follow)."""
     small = images.resize(images.to_tensor(photo.rgb), (size, size))
     condition, settings = controls(photo, size, hints, hints_image, reference)
-    return Prepared(NAME, photo, to_gray(small)[None], condition=condition, settings=settings)
+    layout = {"reference_chroma": _reference_chroma(condition.pop("reference_image"), size)} \
+        if "reference_image" in condition else None
+    return Prepared(NAME, photo, to_gray(small)[None], condition=condition, layout=layout, settings=settings)
+
+
+def _reference_chroma(image: Tensor, size: int) -> Tensor:
+    """(2, size*size) chroma values of a reference (3, H, W) seen at the model's size."""
+    return colour_hints.chroma(images.resize(image, (size, size))).flatten(1)
 
 
 def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Image.Image | str | None,
@@ -125,7 +132,8 @@ def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Im
         ref = reference if isinstance(reference, (Image.Image, images.Photo)) else _read_option_image(
             "--reference", reference)
         rgb = ref.rgb if isinstance(ref, images.Photo) else ref.convert("RGB")
-        condition["reference"] = colour_hints.reference_vector(images.to_tensor(rgb)[None])
+        condition["reference_image"] = images.to_tensor(rgb)
+        condition["reference"] = colour_hints.reference_vector(condition["reference_image"][None])
         settings["reference"] = "image" if isinstance(reference, (Image.Image, images.Photo)) else Path(reference).name
     return condition, settings
 
@@ -191,5 +199,21 @@ def view_regions(prep: Prepared) -> list[Tensor]:
 
 
 def finish(prep: Prepared, x: Tensor) -> Image.Image:
-    """The photo's own luminance under the predicted colour."""
-    return recombine_chroma(prep.photo.rgb, x[0])
+    """The photo's own luminance under the predicted colour, corrected to the colours asked for."""
+    return recombine_chroma(prep.photo.rgb, enforce_controls(prep, x[0]))
+
+
+def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
+    """`colour` (3, S, S) with its chroma matched to the reference's distribution, then moved to the
+    hint colours along the gray photo's edges (tasks/hints.py); unchanged without either."""
+    hint_map = prep.condition.get("hints")
+    reference = (prep.layout or {}).get("reference_chroma")
+    if hint_map is None and reference is None:
+        return colour
+    ycc = _rgb_to_ycbcr(colour.float())
+    chroma = ycc[1:]
+    if reference is not None:
+        chroma = colour_hints.match_chroma(chroma, reference)
+    if hint_map is not None:
+        chroma = colour_hints.propagate(chroma, prep.cond[0, 0].float(), hint_map[0])
+    return _ycbcr_to_rgb(torch.cat([ycc[:1], chroma]))

@@ -155,3 +155,73 @@ def reference_vector(img: Tensor) -> Tensor:
 def histogram_distance(a: Tensor, b: Tensor, bins: int = 16) -> Tensor:
     """(B,) half the L1 distance between the chroma histograms of two image batches (0 same, 1 disjoint)."""
     return (chroma_histogram(a, bins) - chroma_histogram(b, bins)).abs().sum(dim=1) / 2
+
+
+# --- after sampling: the colours asked for, enforced at the model's size -----------------------
+#
+# The network takes the hints and the reference as conditions, but a small model trained briefly
+# follows them only weakly. After sampling, the chroma at the model's size is therefore corrected:
+# hint colours are propagated along the luminance (Levin et al. 2004, "Colorization using
+# optimization": neighbours with similar gray levels get similar corrections), and a reference's
+# colour distribution is matched channel by channel (quantile mapping of Cb and Cr).
+
+EDGE_SIGMA = 0.1  # luminance difference (in [-1, 1] units) at which neighbours decouple
+HINT_WEIGHT = 100.0  # how hard a hinted pixel holds its colour against its neighbours
+_CG_ITERATIONS = 400
+
+
+def _edge_weights(luma: Tensor) -> tuple[Tensor, Tensor]:
+    """Affinities between horizontal and vertical neighbours of a (H, W) luminance."""
+    wx = torch.exp(-(luma[:, 1:] - luma[:, :-1]) ** 2 / (2 * EDGE_SIGMA ** 2))
+    wy = torch.exp(-(luma[1:] - luma[:-1]) ** 2 / (2 * EDGE_SIGMA ** 2))
+    return wx, wy
+
+
+def _laplacian(d: Tensor, wx: Tensor, wy: Tensor) -> Tensor:
+    """The weighted graph Laplacian of the 4-neighbour grid applied to d (C, H, W)."""
+    out = torch.zeros_like(d)
+    fx, fy = wx * (d[:, :, 1:] - d[:, :, :-1]), wy * (d[:, 1:] - d[:, :-1])
+    out[:, :, 1:] += fx
+    out[:, :, :-1] -= fx
+    out[:, 1:] += fy
+    out[:, :-1] -= fy
+    return out
+
+
+def propagate(chroma: Tensor, luma: Tensor, hints: Tensor) -> Tensor:
+    """`chroma` (2, H, W) corrected to the hint colours of `hints` (3, H, W) at the hinted pixels and,
+    spreading along similar luminance `luma` (H, W), everywhere else: (L + wM) d = wM (hint - chroma),
+    w = HINT_WEIGHT, solved by conjugate gradients. Without a hinted pixel `chroma` is returned as it is."""
+    mask = HINT_WEIGHT * hints[2:].double()
+    if not mask.any():
+        return chroma
+    wx, wy = (w.double() for w in _edge_weights(luma.double()))
+    target = mask * (hints[:2].double() / _SCALE - chroma.double())
+    apply = lambda v: _laplacian(v, wx, wy) + mask * v  # noqa: E731
+    d = torch.zeros_like(target)
+    r = target.clone()
+    p, rr = r.clone(), (r * r).sum()
+    for _ in range(_CG_ITERATIONS):
+        ap = apply(p)
+        alpha = rr / (p * ap).sum().clamp(min=1e-30)
+        d, r = d + alpha * p, r - alpha * ap
+        new = (r * r).sum()
+        if new < 1e-16:
+            break
+        p, rr = r + new / rr * p, new
+    return (chroma.double() + d).to(chroma.dtype)
+
+
+def match_chroma(chroma: Tensor, reference: Tensor) -> Tensor:
+    """`chroma` (2, H, W) with each channel's distribution mapped onto the reference's (2, K) values,
+    keeping the order of the pixels (quantile matching)."""
+    out = torch.empty_like(chroma)
+    for c in range(2):
+        flat = chroma[c].flatten()
+        order = flat.argsort()
+        quantiles = torch.linspace(0, 1, len(flat), dtype=torch.float64)
+        values = torch.quantile(reference[c].double(), quantiles).to(chroma.dtype)
+        mapped = torch.empty_like(flat)
+        mapped[order] = values
+        out[c] = mapped.view_as(chroma[c])
+    return out
