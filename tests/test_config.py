@@ -48,7 +48,7 @@ def _mutations(path: str, value: object) -> list[object]:
     if isinstance(value, str):
         return bad + ["nope", "", 3, "DDIM" if path == "sampler" else "Linear"]
     if isinstance(value, list):
-        empty_ok = path == "unet.attn_factors"
+        empty_ok = path in ("unet.attn_factors", "refine.tasks")
         return bad + ([] if empty_ok else [[]]) + [["x"], [0], [-2], [1.5], "1,2"]
     raise AssertionError(path)
 
@@ -73,7 +73,7 @@ def test_every_bad_value_of_every_field_is_a_palette_error(model_dir: Path, tmp_
     good = json.loads((model_dir / "config.json").read_text())
     cases = [(path, bad) for path, value in _leaves(good) if path != "format_version"
              for bad in _mutations(path, value)]
-    assert {"refine.strength", "refine.steps", "refine.block"} <= {path for path, _ in cases}
+    assert {"refine.strength", "refine.steps", "refine.block", "refine.tasks"} <= {path for path, _ in cases}
     assert len(cases) > 250
     for path, bad in cases:
         data = _set(good, path, bad)
