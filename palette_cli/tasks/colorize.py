@@ -100,9 +100,8 @@ def prepare(photo: images.Photo, size: int, *, seed: int = 0, hints: list | None
     strings, in the photo's pixels), `hints_image` (an RGBA image or its path: opaque pixels are
     hints), `reference` (a photo, PIL image or path whose colours to follow)."""
     small = images.resize(images.to_tensor(photo.rgb), (size, size))
-    condition, settings = controls(photo, size, hints, hints_image, reference)
-    layout = {"reference_chroma": _reference_chroma(condition.pop("reference_image"), size)} \
-        if "reference_image" in condition else None
+    condition, settings, ref = controls(photo, size, hints, hints_image, reference)
+    layout = None if ref is None else {"reference_chroma": _reference_chroma(ref, size)}
     return Prepared(NAME, photo, to_gray(small)[None], condition=condition, layout=layout, settings=settings)
 
 
@@ -112,10 +111,12 @@ def _reference_chroma(image: Tensor, size: int) -> Tensor:
 
 
 def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Image.Image | str | None,
-             reference: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The network's colour-control inputs for one photo and what its metadata records."""
+             reference: Any) -> tuple[dict[str, Tensor], dict[str, Any], Tensor | None]:
+    """The network's colour-control inputs for one photo, what its metadata records, and the reference
+    image (3, H, W) if one was given (its colours are matched after sampling)."""
     condition: dict[str, Tensor] = {}
     settings: dict[str, Any] = {}
+    ref_image = None
     w, h = photo.size
     if hints:
         points = [p if isinstance(p, colour_hints.Hint) else colour_hints.parse_hint(p) for p in hints]
@@ -132,10 +133,10 @@ def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Im
         ref = reference if isinstance(reference, (Image.Image, images.Photo)) else _read_option_image(
             "--reference", reference)
         rgb = ref.rgb if isinstance(ref, images.Photo) else ref.convert("RGB")
-        condition["reference_image"] = images.to_tensor(rgb)
-        condition["reference"] = colour_hints.reference_vector(condition["reference_image"][None])
+        ref_image = images.to_tensor(rgb)
+        condition["reference"] = colour_hints.reference_vector(ref_image[None])
         settings["reference"] = "image" if isinstance(reference, (Image.Image, images.Photo)) else Path(reference).name
-    return condition, settings
+    return condition, settings, ref_image
 
 
 def _read_option_image(option: str, path: Any) -> Image.Image:
