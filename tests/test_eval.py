@@ -216,6 +216,20 @@ def test_bad_image_is_reported_and_the_others_evaluated(tiny_model_dir, data_dir
     assert [e["file"] for e in report["errors"]] == ["broken.png", "truncated.png"]
 
 
+def test_quiet_prints_only_errors_and_still_writes_the_report(tiny_model_dir, data_dir, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(data_dir, folder)
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "report"
+    proc = run_cli("eval", str(folder), "--task", "colorize", "-m", str(tiny_model_dir), "-o", str(out),
+                   "--steps", "1", "--no-features", "--quiet")
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.png" in lines[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_images"] == len(list(folder.glob("*.png"))) - 1 and len(report["errors"]) == 1
+
+
 def test_model_without_the_task_is_refused_in_one_line(tmp_path, data_dir):
     model = make_tiny_model(tmp_path / "colorize-only", tasks=("colorize",))
     proc = run_cli("eval", str(data_dir), "--task", "inpaint", "-m", str(model), "-o", str(tmp_path / "r"))

@@ -59,6 +59,8 @@ def eval_command(
                                            "frozen ImageNet classifier EfficientNet-Lite0.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors; the report is still "
+                                        "written.")] = False,
 ) -> None:
     """Degrade ground-truth photos, restore them, and score model and baseline on the same inputs."""
     from rich.progress import Progress
@@ -75,7 +77,7 @@ def eval_command(
                             batch_size=batch_size, limit=limit, grid_rows=grid_rows,
                             labels=None if labels is None else str(labels), features=features)
     loaded = load_model(model, device=device)
-    with Progress(console=err, transient=True, disable=as_json) as progress:
+    with Progress(console=err, transient=True, disable=as_json or quiet or not err.is_terminal) as progress:
         bar = progress.add_task(f"eval {task}", total=None)
         result = evaluate(loaded, data, settings,
                           callback=lambda done, total: progress.update(bar, completed=done, total=total))
@@ -85,7 +87,7 @@ def eval_command(
         error_line(problem["error"])
     if as_json:
         out.print(json.dumps(report, indent=2), markup=False)
-    else:
+    elif not quiet:
         _print_table(report)
         out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
     if report["errors"]:
