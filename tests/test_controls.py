@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -160,6 +161,23 @@ def test_restore_with_hints_and_reference_records_them(controlled, tmp_path):
                                         seed=0, sample=0)
     assert settings["hints"] == "10,10,#ff0000,8" and settings["reference"] == "kodim23-96.png"
     assert settings["guidance"] == 1.0
+
+
+def test_a_reference_file_is_decoded_once_per_version(controlled, tmp_path):
+    from palette_cli.tasks import colorize
+
+    ref = tmp_path / "ref.png"
+    shutil.copy(DATA / "kodim23-96.png", ref)
+    colorize._decoded.cache_clear()
+    first = pipeline.prepare(controlled, "colorize", PHOTO, reference=ref)
+    again = pipeline.prepare(controlled, "colorize", DATA / "kodim05-96.png", reference=ref)
+    assert colorize._decoded.cache_info().misses == 1 and colorize._decoded.cache_info().hits == 1
+    assert torch.equal(first.condition["reference"], again.condition["reference"])
+    shutil.copy(DATA / "kodim03-96.png", ref)  # a new version of the file is read again
+    os.utime(ref, ns=(1, 1))
+    changed = pipeline.prepare(controlled, "colorize", PHOTO, reference=ref)
+    assert colorize._decoded.cache_info().misses == 2
+    assert not torch.equal(first.condition["reference"], changed.condition["reference"])
 
 
 def test_a_model_without_controls_refuses_hints(tiny_model_dir):

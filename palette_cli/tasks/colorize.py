@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +142,19 @@ def controls(photo: images.Photo, size: int, hints: list | None, hints_image: Im
 
 
 def _read_option_image(option: str, path: Any) -> Image.Image:
-    """An image file given to an option (RGBA when it has transparency), or one error naming both."""
+    """An image file given to an option (RGBA when it has transparency), or one error naming both.
+
+    Decoded once per file version: a folder run reads its --reference or --hints image once, not per photo."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _decoded(option, str(path), 0, -1)  # load_photo names the problem
+    return _decoded(option, os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _decoded(option: str, path: str, mtime_ns: int, size: int) -> Image.Image:
+    """`_read_option_image`'s decoder; the file's time and size are part of the key. Callers never modify it."""
     try:
         photo = images.load_photo(path)
     except PaletteError as e:
