@@ -293,9 +293,10 @@ def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
 
 
 def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, sampling: Sampling, *,
-                   seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
+                   seed: int = 0, batch_size: int | None = None, callback: Callback | None = None) -> torch.Tensor:
     """Samples (1, K, 3, S, S) of a prepared photo refined up to the resolution of its fill (1, K, 3, H, W)
-    where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are."""
+    where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are.
+    `callback(done, total)` counts the refinement's sampler steps over all K samples."""
     region_of = getattr(tasks.get(prep.task), "fill_region", None)
     if sampling.refine is None or region_of is None or prep.task not in sampling.refine.tasks:
         return samples
@@ -303,9 +304,13 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
     if not fill_levels(*region.shape[-2:], model.config.image_size):
         return samples
     maps = encoder_maps(model, prep.view, len(prep.cond))
-    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed, k,
-                       batch_size or auto_batch_size(model)) for k in range(samples.shape[1])]
-    return torch.stack([refine_fill(run, region, mask, samples[0, run.sample]) for run in runs])[None]
+    k = samples.shape[1]
+    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed, j,
+                       batch_size or auto_batch_size(model)) for j in range(k)]
+    ticks = [None if callback is None else
+             (lambda done, total, j=j: callback(j * total + done, k * total)) for j in range(k)]
+    return torch.stack([refine_fill(run, region, mask, samples[0, run.sample], tick)
+                        for run, tick in zip(runs, ticks)])[None]
 
 
 # --- many photos ----------------------------------------------------------------------------
@@ -327,7 +332,8 @@ def restore_stream(model: PaletteModel, items: Iterable[tuple[K, Prepared]], *, 
     """Restore prepared photos lazily, several per network batch; yields as each group finishes.
 
     Photos are grouped until their samples fill a batch, so outputs appear early and memory stays
-    bounded. `callback(done, total)` counts the sampling steps of the current group.
+    bounded. `callback(done, total)` counts the sampling steps of the current group, then those of each
+    photo's refinement (inpaint, uncrop above the model's size).
     """
     sampling = sampling or resolve_sampling(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)
@@ -370,7 +376,7 @@ def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samp
     for i, (key, prep) in enumerate(group):
         begin = time.perf_counter()
         refined = refine_samples(model, prep, samples[i], options["sampling"], seed=options["seed"],
-                                 batch_size=options["batch_size"])
+                                 batch_size=options["batch_size"], callback=callback)
         outputs = finish(prep, refined)
         yield key, Result(prep, outputs, prep.seconds + share * len(prep.cond) + time.perf_counter() - begin)
 
@@ -397,7 +403,8 @@ def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | 
     prep = prepare(model, task, image, seed=seed, **task_options)
     samples = restore_tensors(model, prep.cond, prep.mask, num_samples=num_samples, sampling=sampling, seed=seed,
                               batch_size=batch_size, callback=callback, views=prep.view, condition=prep.condition)
-    return finish(prep, refine_samples(model, prep, samples, sampling, seed=seed, batch_size=batch_size))
+    return finish(prep, refine_samples(model, prep, samples, sampling, seed=seed, batch_size=batch_size,
+                                       callback=callback))
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):

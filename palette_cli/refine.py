@@ -14,6 +14,8 @@ not depend on the batch size or on the other inputs.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +25,7 @@ from . import diffusion, images, samplers, seeds
 from .checkpoint import PaletteModel
 from .config import RefineConfig
 from .guidance import conditioned
-from .tasks.jpeg import TILE_OVERLAP, make_tiling, merge_tiles, split_tiles
+from .tasks.jpeg import TILE_OVERLAP, Tiling, make_tiling, merge_tiles, split_tiles
 from .tasks.masks import fill_noise
 
 
@@ -53,18 +55,49 @@ class Refinement:
     batch_size: int  # tiles per network call
 
 
-def refine_fill(run: Refinement, region: Tensor, mask: Tensor, coarse: Tensor) -> Tensor:
+def refine_fill(run: Refinement, region: Tensor, mask: Tensor, coarse: Tensor,
+                callback: Callable[[int, int], None] | None = None) -> Tensor:
     """`coarse` (3, S, S), the model-size fill of `region` (3, H, W) with hole `mask` (1, H, W), refined
-    level by level: (3, H, W) with the known pixels of `region` and the refined hole."""
+    level by level: (3, H, W) with the known pixels of `region` and the refined hole. `callback(done, total)`
+    counts the sampler steps of every tile batch, over all levels."""
     x = coarse.float().cpu()
     height, width = region.shape[-2:]
-    for level, size in enumerate(fill_levels(height, width, run.model.config.image_size)):
+    levels = fill_levels(height, width, run.model.config.image_size)
+    holes = [images.resize_mask(mask, size) for size in levels]
+    ticks = _Ticks(sum(_calls(run, part) for hole in holes for part in _halves(hole, run.settings.block))
+                   * run.settings.steps, callback)
+    for level, (size, hole) in enumerate(zip(levels, holes)):
         known = images.resize(region, size)
-        hole = images.resize_mask(mask, size)
         x = known * (1 - hole) + images.resize(x, size) * hole
         for half, part in enumerate(_halves(hole, run.settings.block)):
-            x = _pass(run, (level, half), x, part)
+            x = _pass(run, (level, half), x, part, ticks)
     return x
+
+
+@dataclass
+class _Ticks:
+    """Progress over a refinement: steps done of `total`, reported to `callback`."""
+
+    total: int
+    callback: Callable[[int, int], None] | None
+    done: int = 0
+
+    def advance(self, steps: int) -> None:
+        self.done += steps
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _active(hole: Tensor, size: int) -> tuple[Tiling, list[int]]:
+    """The model-size tiling of a level and the tiles that hold some of `hole` (1, H, W)."""
+    tiling = make_tiling(*hole.shape[-2:], size, round(size * TILE_OVERLAP))
+    tiles = split_tiles(hole, tiling)
+    return tiling, [i for i in range(len(tiling.corners)) if tiles[i].any()]
+
+
+def _calls(run: Refinement, hole: Tensor) -> int:
+    """Network batches one pass over `hole` takes."""
+    return math.ceil(len(_active(hole, run.model.config.image_size)[1]) / run.batch_size)
 
 
 def _halves(hole: Tensor, block: int) -> tuple[Tensor, Tensor]:
@@ -77,20 +110,19 @@ def _halves(hole: Tensor, block: int) -> tuple[Tensor, Tensor]:
     return hole * board, hole * (1 - board)
 
 
-def _pass(run: Refinement, key: tuple[int, int], start: Tensor, hole: Tensor) -> Tensor:
+def _pass(run: Refinement, key: tuple[int, int], start: Tensor, hole: Tensor, ticks: _Ticks) -> Tensor:
     """SDEdit of the `hole` pixels of `start` (3, H, W) over the model-size tiles that touch it, blended back;
     the other pixels of `start` are its known ones."""
     field = seeds.stream(run.seed, "refine", 0, run.sample, *key)
     cond = fill_noise(start, hole, field)  # the hole holds noise, as in training
     noise = torch.randn(start.shape, generator=field)
-    size = run.model.config.image_size
-    tiling = make_tiling(*start.shape[-2:], size, round(size * TILE_OVERLAP))
+    tiling, active = _active(hole, run.model.config.image_size)
     tiles = [split_tiles(t, tiling) for t in (cond, hole, start, noise)]
-    active = [i for i in range(len(tiling.corners)) if tiles[1][i].any()]
     out = tiles[2].clone()  # tiles without a hole pixel are their known pixels
     for begin in range(0, len(active), run.batch_size):
         chunk = active[begin:begin + run.batch_size]
         out[chunk] = _sample_tiles(run, key, chunk, *(t[chunk] for t in tiles))
+        ticks.advance(run.settings.steps)
     return start * (1 - hole) + merge_tiles(out, tiling) * hole
 
 

@@ -85,6 +85,21 @@ def test_refinement_is_seeded_and_independent_of_the_batch(models):
     assert not np.array_equal(first[0], pixels(other_seed))
 
 
+def test_progress_counts_the_refinement_steps_too(models):
+    plain, refined = models
+    calls: dict[str, list] = {"plain": [], "refined": []}
+    for name, model in (("plain", plain), ("refined", refined)):
+        restore(model, "uncrop", PHOTO, seed=3, num_samples=2, batch_size=2, side="right",
+                callback=lambda done, total, name=name: calls[name].append((done, total)))
+    sampling = len(calls["plain"])  # the sampler's steps, then nothing
+    assert calls["plain"][-1][0] == calls["plain"][-1][1]
+    refinement = calls["refined"][sampling:]
+    assert calls["refined"][:sampling] == calls["plain"] and refinement
+    dones, totals = zip(*refinement)
+    assert list(dones) == sorted(dones) and len(set(totals)) == 1 and dones[-1] == totals[0]
+    assert totals[0] % 2 == 0  # both samples are counted in one total
+
+
 def test_a_photo_refines_the_same_alone_or_with_others(models):
     _, refined = models
     sampling = resolve_sampling(refined)

@@ -342,7 +342,7 @@ class _Run:
         error_line(message)
 
     def on_step(self, done: int, total: int) -> None:
-        """Sampling progress; a new group of photos restarts the step bar and its ETA."""
+        """Sampling or refinement progress; a new group of photos, or a refinement, restarts the step bar."""
         if done <= self._last_step:
             self.progress.reset(self.step_bar, total=total)
         self._last_step = done
