@@ -135,6 +135,11 @@ class RunOptions:
         "CUDA), else fp32 on CPU and fp16 on other GPUs (autocast). On a CPU, half precision computes "
         "each item alone, so outputs never depend on the batch.",
         rich_help_panel=_RUN)] = Dtype.auto
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Compile the network (torch.compile) for a folder of many photos: each new photo "
+        "size first waits for the compiler (seconds with its cache warm, a minute or more cold), then runs "
+        "faster where the CPU has native bf16 (no gain in fp32). Outputs may differ from eager by rounding.",
+        rich_help_panel=_RUN)] = False
 
 
 @dataclass(frozen=True)
@@ -400,7 +405,8 @@ def _load(req: Request):
     try:
         sampling = pipeline.resolve_sampling(model, s.sampler.value if s.sampler else None, s.steps, s.strength,
                                              s.guidance, refine=req.refine)
-        return model, sampling, pipeline.autocast(model, run.dtype.value)
+        context = pipeline.autocast(model, run.dtype.value)
+        return (pipeline.compiled(model) if run.compile else model), sampling, context
     except (PaletteError, RuntimeError) as exc:
         raise fail(str(exc), 2) from None
 
