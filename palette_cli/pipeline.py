@@ -19,6 +19,7 @@ a frozen encoder also gets, per input, the encoder's view of it (`Prepared.view`
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -448,6 +449,16 @@ def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, 
     return {"task": prep.task, "model": name, "seed": seed, "sample": sample, "sampler": sampling.sampler,
             "steps": sampling.steps, "strength": sampling.strength, **guided,
             **_refine_setting(model, prep.task, sampling), **prep.settings}
+
+
+def png_text(model: PaletteModel, prep: Prepared, sampling: Sampling, *, seed: int, sample: int,
+             input_name: str) -> dict[str, str]:
+    """The text chunks of an output PNG: what produced it (`output_settings`) under "palette", and the software."""
+    from . import __version__
+
+    settings = output_settings(model, prep, sampling, seed=seed, sample=sample)
+    return {"palette": json.dumps({"input": input_name, **settings, "version": __version__}),
+            "Software": f"palette {__version__}"}
 
 
 def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[str, Any]:

@@ -433,7 +433,7 @@ def _prepared(state: _Run, jobs: list[Job], model):
 
 def _restore_all(state: _Run, jobs: list[Job], model, sampling: Sampling) -> None:
     """Stream every input through the model and write its outputs as they come."""
-    from .. import __version__, pipeline
+    from .. import pipeline
 
     state.progress.update(state.file_bar, total=len(jobs))
     s = state.req.sampling
@@ -441,13 +441,13 @@ def _restore_all(state: _Run, jobs: list[Job], model, sampling: Sampling) -> Non
                                       sampling=sampling, seed=s.seed, batch_size=state.req.run.batch_size,
                                       callback=state.on_step)
     for job, result in results:
-        count, ok = _write(model, job, result, state.req, sampling, state.report, __version__)
+        count, ok = _write(model, job, result, state.req, sampling, state.report)
         state.written += count
         state.succeeded += ok
         state.progress.advance(state.file_bar)
 
 
-def _write(model, job: Job, result, req: Request, sampling: Sampling, report, version: str) -> tuple[int, bool]:
+def _write(model, job: Job, result, req: Request, sampling: Sampling, report) -> tuple[int, bool]:
     """Write the outputs of one input atomically; return how many were written and if all were."""
     from .. import images, pipeline
     from ..errors import PaletteError
@@ -457,9 +457,8 @@ def _write(model, job: Job, result, req: Request, sampling: Sampling, report, ve
     for k, (image, path, wanted) in enumerate(zip(result.outputs, job.outputs, job.write)):
         if not wanted:
             continue
-        settings = pipeline.output_settings(model, result.prepared, sampling, seed=req.sampling.seed, sample=k)
-        text = {"palette": json.dumps({"input": job.item.path.name, **settings, "version": version}),
-                "Software": f"palette {version}"}
+        text = pipeline.png_text(model, result.prepared, sampling, seed=req.sampling.seed, sample=k,
+                                 input_name=job.item.path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             images.save_png(image, path, text, result.prepared.photo.icc_profile)
@@ -471,8 +470,8 @@ def _write(model, job: Job, result, req: Request, sampling: Sampling, report, ve
             return written, False
         written += 1
         if req.outputs.json_lines:
-            out.print(json.dumps({"input": str(job.item.path), "output": str(path), "task": settings["task"],
-                                  "seed": req.sampling.seed, "sample": k, "steps": settings["steps"],
+            out.print(json.dumps({"input": str(job.item.path), "output": str(path), "task": req.task,
+                                  "seed": req.sampling.seed, "sample": k, "steps": sampling.steps,
                                   "seconds": round(per_output, 3)}), markup=False)
     return written, True
 
