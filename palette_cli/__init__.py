@@ -1,6 +1,7 @@
 """palette: restore images with Palette image-to-image diffusion models.
 
     import palette_cli
+    report = palette_cli.restore_files("jpeg", ["photos/"], output="restored/", quality=10)
     model = palette_cli.load_model("colorize")
 
 Names are imported on first use so that `import palette_cli` (and `palette --help`) stays fast
@@ -24,6 +25,7 @@ _LAZY = {
     "ScheduleConfig": "config",
     "convert_checkpoint": "convert",
     "push_model": "hub",
+    "restore_files": "restore",
 }
 
 __all__ = ["__version__", *_LAZY]

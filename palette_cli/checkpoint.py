@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from . import config as cfg
 from .atomic import atomic_path, write_text
 from .cards import render_card
+# native_bf16 is imported from here by benchmarks/train_speed.py (in progress); new code takes it from devices.
+from .devices import as_dtype, native_bf16, pick_device  # noqa: F401
 from .errors import PaletteError
 from .models_index import builtin_dir
 from .unet import UNet
@@ -159,48 +161,6 @@ def build_network(config: cfg.ModelConfig, state: dict[str, torch.Tensor] | None
             raise PaletteError(f"{where}: weights do not match the config ({'; '.join(problems)})")
         network.load_state_dict({k: v.float() for k, v in state.items()})
     return network.eval()
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """'auto' or None picks CUDA, then MPS, then the CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PaletteError("--device cuda was asked for but no CUDA GPU is available")
-    return device
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 runs natively here: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
-
-    Elsewhere bf16 autocast is emulated and slow (5.8x slower than fp32 on an AVX2-only CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-    return False
-
-
-# Precision names, as the command line spells them ("auto" loads float32: autocast gives the speed).
-DTYPES = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """A torch dtype from a precision name (auto, fp32, fp16, bf16), a torch dtype or None (float32)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise PaletteError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)} or a torch.dtype")
 
 
 def load_model(spec: str | os.PathLike, device: str | torch.device | None = None,

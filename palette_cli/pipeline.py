@@ -24,7 +24,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,8 +31,8 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from . import diffusion, images, samplers, seeds, tasks
-from .checkpoint import DTYPES, PaletteModel, native_bf16
+from . import devices, diffusion, images, samplers, seeds, tasks
+from .checkpoint import PaletteModel
 from .config import ModelConfig, RefineConfig
 from .errors import PaletteError
 from .guidance import conditioned
@@ -419,23 +418,8 @@ def compiled(model: PaletteModel) -> PaletteModel:
 
 
 def autocast(model: PaletteModel, dtype: str = "auto"):
-    """A context running the network in `dtype` ("auto": bf16 where it runs natively, a CPU with
-    AVX512-BF16 or AMX or a CUDA GPU with bf16; fp16 on other GPUs; else fp32)."""
-    device = model.device.type
-    if dtype == "auto":
-        dtype = resolve_dtype(model.device)
-    if dtype not in DTYPES:
-        raise PaletteError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
-    if dtype == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device, dtype=DTYPES[dtype])
-
-
-def resolve_dtype(device: torch.device) -> str:
-    """The precision "auto" means on `device`."""
-    if native_bf16(device):
-        return "bf16"
-    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+    """A context running the model's network in `dtype` ("auto": `devices.resolve_precision`'s choice)."""
+    return devices.autocast(model.device, dtype)
 
 
 def output_settings(model: PaletteModel, prep: Prepared, sampling: Sampling, *, seed: int,

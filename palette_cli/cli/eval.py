@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from .common import Task, app, err, error_line, imports_done, out
+from .options import DeviceOpt, DtypeOpt, SamplerOpt
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.
@@ -30,7 +31,7 @@ def eval_command(
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", min=1,
                                              help="Samples per image; 2 or more also measures diversity.")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps \\[default: the model's].")] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddim, dpmpp or ddpm \\[default: the model's].")] = None,
+    sampler: SamplerOpt = None,
     strength: Annotated[float | None, typer.Option(max=1.0, help="Sampler start level: 1 = pure noise, lower = "
                                                    "from the noised input \\[default: the model's].")] = None,
     guidance: Annotated[float | None, typer.Option(min=0.0, help="Classifier-free guidance weight over the "
@@ -45,7 +46,7 @@ def eval_command(
     refine: Annotated[Refine, typer.Option(help="inpaint/uncrop above the model's size: auto refines the fill up "
                                            "to full resolution (models with a refine block); off: as before.")
                       ] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = "auto",
+    dtype: DtypeOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the jpeg task's inputs.")] = 10,
     mask_mode: Annotated[MaskMode, typer.Option(help="Inpaint mask.")] = "center",
@@ -57,7 +58,7 @@ def eval_command(
                                                 "accuracy \\[default: from nXXXXXXXX_*.JPEG file names].")] = None,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Score CA, FD, KID and PD with the "
                                            "frozen ImageNet classifier EfficientNet-Lite0.")] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of a table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors; the report is still "
                                         "written.")] = False,

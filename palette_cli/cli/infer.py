@@ -1,48 +1,23 @@
 """`palette colorize|inpaint|uncrop|jpeg INPUTS...`: restore files, folders, globs or stdin paths.
 
-Each command parses its options and hands them to `_run`, which expands the inputs, loads the
-model once, streams the photos through `pipeline.restore_stream` and writes each output
-atomically. A bad input is one red line on stderr; the others still run; exit 1 at the end.
+Each command parses its options and hands them to `_run`, which calls `restore.restore_files` (the
+library does the work) and draws its progress. A bad input is one red line on stderr; the others
+still run; exit 1 at the end. Settings the model cannot run exit 2.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .common import app, err, error_line, fail, imports_done, out
-from .options import option_groups
-
-if TYPE_CHECKING:  # the library imports torch; the commands import it only when they run
-    from ..files import Job
-    from ..pipeline import Sampling
-
-
-class Sampler(str, Enum):
-    ddpm = "ddpm"
-    ddim = "ddim"
-    dpmpp = "dpmpp"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+from .options import DeviceOpt, DtypeOpt, SamplerOpt, option_groups
 
 
 class MaskMode(str, Enum):
@@ -101,10 +76,7 @@ class SamplingOptions:
     steps: Annotated[Optional[int], typer.Option(
         "--steps", min=1, help="Sampling steps. Default: the model's.", show_default=False,
         rich_help_panel=_SAMPLING)] = None
-    sampler: Annotated[Optional[Sampler], typer.Option(
-        "--sampler", help="ddim (deterministic given the seed), dpmpp (DPM-Solver++ 2M, deterministic, "
-        "good at few steps) or ddpm (ancestral). Default: the model's.",
-        show_default=False, rich_help_panel=_SAMPLING)] = None
+    sampler: SamplerOpt = None
     strength: Annotated[Optional[float], typer.Option(
         "--strength", max=1.0,
         help="Where sampling starts: 1 = pure noise (the paper), lower = from the noised input (keeps more "
@@ -129,12 +101,8 @@ class RunOptions:
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Built-in model name, local model folder or Hub id (org/name or org/name@revision). "
         "Default: the built-in model named after the command.", show_default=False, rich_help_panel=_RUN)] = None
-    device: Annotated[Device, typer.Option("--device", help="Where to run.", rich_help_panel=_RUN)] = Device.auto
-    dtype: Annotated[Dtype, typer.Option(
-        "--dtype", help="Network precision: auto is bf16 where it runs natively (CPUs with AVX512-BF16 or AMX, "
-        "CUDA), else fp32 on CPU and fp16 on other GPUs (autocast). On a CPU, half precision computes "
-        "each item alone, so outputs never depend on the batch.",
-        rich_help_panel=_RUN)] = Dtype.auto
+    device: DeviceOpt = "auto"
+    dtype: DtypeOpt = "auto"
     compile: Annotated[bool, typer.Option(
         "--compile", help="Compile the network (torch.compile) for a folder of many photos: each new photo "
         "size first waits for the compiler (seconds with its cache warm, a minute or more cold), then runs "
@@ -220,7 +188,7 @@ def _mask_options(mask: Path | None, mask_box: str | None, mask_mode: MaskMode |
     if mask is not None:
         if not mask.exists():
             raise typer.BadParameter(f"{mask}: no such file or folder", param_hint="--mask")
-        return {"mask_path": mask}
+        return {"mask": mask}
     if mask_box is not None:
         try:
             box = tuple(int(v) for v in mask_box.split(","))
@@ -306,185 +274,73 @@ def _read_args(args: list[str]) -> list[str]:
     return expanded
 
 
-def _plan(req: Request, report) -> tuple[list[Job], int]:
-    """Expand the inputs into jobs (files.Job); report bad ones; return the jobs and how many were skipped."""
-    from .. import files
+class _Display:
+    """Draws the library's progress events: files done/total and sampling steps with ETA on stderr
+    (only on a terminal), a red line per failed input, a JSON line per written file with --json."""
 
-    opts = req.outputs
-    items, problems = files.find_inputs(_read_args(req.inputs), recursive=opts.recursive)
-    jobs, skipped, refused = files.plan(items, req.task, req.sampling.num_samples, opts.output,
-                                        skip_existing=opts.skip_existing, overwrite=opts.overwrite)
-    for problem in problems + refused:
-        report(problem)
-    return jobs, skipped
+    def __init__(self, outputs: OutputOptions) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-
-def _progress(quiet: bool):
-    """Files done/total and sampling steps, with ETA, on stderr (only on a terminal)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal)
-
-
-class _Run:
-    """What every input of one command shares: the failures so far, the counts, the progress bars."""
-
-    def __init__(self, req: Request) -> None:
-        self.req = req
-        self.failures: list[str] = []
-        self.written = self.succeeded = self.skipped = 0
-        self.started = time.perf_counter()
-        self.progress = _progress(req.outputs.quiet)
+        self.json_lines = outputs.json_lines
+        self.progress = Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
+                                 disable=outputs.quiet or not err.is_terminal)
         self.file_bar = self.progress.add_task("files", total=None)
         self.step_bar = self.progress.add_task("steps", total=None)
-        self._last_step = 0
+        self.last_step = self.written = 0
 
-    def report(self, message: str) -> None:
-        """One failed input: a red line now, exit 1 at the end."""
-        self.failures.append(message)
-        error_line(message)
-
-    def on_step(self, done: int, total: int) -> None:
-        """Sampling or refinement progress; a new group of photos, or a refinement, restarts the step bar."""
-        if done <= self._last_step:
-            self.progress.reset(self.step_bar, total=total)
-        self._last_step = done
-        self.progress.update(self.step_bar, completed=done, total=total)
+    def __call__(self, event) -> None:
+        if event.kind == "files":
+            self.progress.update(self.file_bar, total=event.total)
+        elif event.kind == "file":
+            self.progress.advance(self.file_bar)
+        elif event.kind == "steps":  # a new group of photos, or a refinement, restarts the step bar
+            if event.done <= self.last_step:
+                self.progress.reset(self.step_bar, total=event.total)
+            self.last_step = event.done
+            self.progress.update(self.step_bar, completed=event.done, total=event.total)
+        elif event.kind == "failed":
+            error_line(event.message)
+        elif event.kind == "written":
+            self.written += 1
+            w = event.written
+            if self.json_lines:
+                out.print(json.dumps({"input": str(w.input), "output": str(w.output), "task": w.task, "seed": w.seed,
+                                      "sample": w.sample, "steps": w.steps, "seconds": w.seconds}), markup=False)
 
 
 def _run(req: Request) -> None:
-    """Restore every input with one model; exit 1 at the end if any input failed."""
+    """Restore every input with one model; exit 1 at the end if any input failed, 2 for unusable settings."""
     if req.outputs.skip_existing and req.outputs.overwrite:
         raise typer.BadParameter("--skip-existing and --overwrite exclude each other")
-    state = _Run(req)
-    jobs, state.skipped = _plan(req, state.report)
-    if jobs and req.outputs.output is not None:
-        try:  # before any work: an unusable output folder fails every input
-            req.outputs.output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise fail(f"{req.outputs.output}: cannot create the output folder ({exc.strerror or exc})") from None
-    if jobs:
-        try:
-            model, sampling, context = _load(req)
-            with state.progress, context:
-                _restore_all(state, jobs, model, sampling)
-        except KeyboardInterrupt:
-            error_line(f"interrupted after writing {state.written} file(s); finished outputs are complete, "
-                       f"rerun with --skip-existing to resume")
-            raise typer.Exit(130) from None
-    _summary(state)
-
-
-def _load(req: Request):
-    """The model, the resolved sampling settings and the precision context; usage problems exit 2."""
-    import torch
-
-    from .. import pipeline
-    from ..checkpoint import load_model, pick_device
     from ..errors import PaletteError
+    from ..restore import SettingsError, restore_files
 
     imports_done()
-    run, task = req.run, req.task
-    if run.device == Device.mps and not torch.backends.mps.is_available():
-        raise fail("--device mps was asked for but MPS is not available", 2)
+    o, s, r = req.outputs, req.sampling, req.run
+    display = _Display(o)
     try:
-        device = pick_device(run.device.value)
-    except PaletteError as exc:
+        with display.progress:
+            report = restore_files(
+                req.task, _read_args(req.inputs), model=r.model, output=o.output, recursive=o.recursive,
+                num_samples=s.num_samples, seed=s.seed, skip_existing=o.skip_existing, overwrite=o.overwrite,
+                on_progress=display, sampler=s.sampler, steps=s.steps, strength=s.strength, guidance=s.guidance,
+                refine=req.refine, batch_size=r.batch_size, device=r.device, dtype=r.dtype, compile=r.compile,
+                **req.task_options)
+    except SettingsError as exc:
         raise fail(str(exc), 2) from None
-    try:
-        model = load_model(run.model or task, device=device)
     except PaletteError as exc:
-        hint = "" if run.model else f" (the built-in {task} model; pass another with --model)"
-        raise fail(f"{exc}{hint}") from None
-    if task not in model.config.tasks:
-        raise fail(f"{model.source}: this model was trained for {', '.join(model.config.tasks)}, not {task}; "
-                   f"pass a {task} model with --model")
-    s = req.sampling
-    try:
-        sampling = pipeline.resolve_sampling(model, s.sampler.value if s.sampler else None, s.steps, s.strength,
-                                             s.guidance, refine=req.refine)
-        context = pipeline.autocast(model, run.dtype.value)
-        return (pipeline.compiled(model) if run.compile else model), sampling, context
-    except (PaletteError, RuntimeError) as exc:
-        raise fail(str(exc), 2) from None
-
-
-def _prepared(state: _Run, jobs: list[Job], model):
-    """(job, prepared photo) for each input that can be read; the others are reported and skipped."""
-    from .. import files, images, pipeline
-    from ..errors import PaletteError
-
-    task_options = dict(state.req.task_options)
-    mask_path: Path | None = task_options.pop("mask_path", None)
-    for job in jobs:
-        try:
-            photo = images.load_photo(job.item.path)
-            options = dict(task_options)
-            if mask_path is not None:
-                file = mask_path if mask_path.is_file() else files.find_mask(mask_path, job.item)
-                options["mask"] = images.load_mask(file, photo.size, str(job.item.path))
-            yield job, pipeline.prepare(model, state.req.task, photo, seed=state.req.sampling.seed, **options)
-        except PaletteError as exc:
-            state.report(str(exc) if str(job.item.path) in str(exc) else f"{job.item.path}: {exc}")
-            state.progress.advance(state.file_bar)
-
-
-def _restore_all(state: _Run, jobs: list[Job], model, sampling: Sampling) -> None:
-    """Stream every input through the model and write its outputs as they come."""
-    from .. import pipeline
-
-    state.progress.update(state.file_bar, total=len(jobs))
-    s = state.req.sampling
-    results = pipeline.restore_stream(model, _prepared(state, jobs, model), num_samples=s.num_samples,
-                                      sampling=sampling, seed=s.seed, batch_size=state.req.run.batch_size,
-                                      callback=state.on_step)
-    for job, result in results:
-        count, ok = _write(model, job, result, state.req, sampling, state.report)
-        state.written += count
-        state.succeeded += ok
-        state.progress.advance(state.file_bar)
-
-
-def _write(model, job: Job, result, req: Request, sampling: Sampling, report) -> tuple[int, bool]:
-    """Write the outputs of one input atomically; return how many were written and if all were."""
-    from .. import images, pipeline
-    from ..errors import PaletteError
-
-    written = 0
-    per_output = result.seconds / len(result.outputs)
-    for k, (image, path, wanted) in enumerate(zip(result.outputs, job.outputs, job.write)):
-        if not wanted:
-            continue
-        text = pipeline.png_text(model, result.prepared, sampling, seed=req.sampling.seed, sample=k,
-                                 input_name=job.item.path.name)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            images.save_png(image, path, text, result.prepared.photo.icc_profile)
-        except PaletteError as exc:
-            report(str(exc))
-            return written, False
-        except OSError as exc:
-            report(f"{path.parent}: cannot create the output folder ({exc.strerror or exc})")
-            return written, False
-        written += 1
-        if req.outputs.json_lines:
-            out.print(json.dumps({"input": str(job.item.path), "output": str(path), "task": req.task,
-                                  "seed": req.sampling.seed, "sample": k, "steps": sampling.steps,
-                                  "seconds": round(per_output, 3)}), markup=False)
-    return written, True
-
-
-def _summary(state: _Run) -> None:
-    """One closing line; exit 1 if anything failed."""
-    seconds = time.perf_counter() - state.started
-    req, opts = state.req, state.req.outputs
-    if not opts.quiet and not opts.json_lines:
-        where = f" in {opts.output}" if opts.output else ""
-        kept = f", {state.skipped} already done" if state.skipped else ""
-        err.print(f"{req.task}: wrote {state.written} image(s){where} for {state.succeeded} input(s){kept} "
-                  f"in {seconds:.1f} s", markup=False)
-    if state.failures:
-        error_line(f"{len(state.failures)} input(s) failed (see above)")
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        error_line(f"interrupted after writing {display.written} file(s); finished outputs are complete, "
+                   f"rerun with --skip-existing to resume")
+        raise typer.Exit(130) from None
+    if not o.quiet and not o.json_lines:
+        where = f" in {o.output}" if o.output else ""
+        kept = f", {report.skipped} already done" if report.skipped else ""
+        err.print(f"{req.task}: wrote {len(report.written)} image(s){where} for {report.succeeded} input(s){kept} "
+                  f"in {report.seconds:.1f} s", markup=False)
+    if report.failures:
+        error_line(f"{len(report.failures)} input(s) failed (see above)")
         raise typer.Exit(1)

@@ -1,11 +1,14 @@
-"""Option groups: a dataclass whose fields are typer options, declared once, shared by commands.
+"""Options declared once, shared by commands: option groups and single reusable options.
+
+An option group is a dataclass whose fields are typer options:
 
     @app.command("colorize")
     @option_groups(out=OutputOptions, sampling=SamplingOptions)
     def colorize_command(*, inputs: InputsArg, out: OutputOptions, sampling: SamplingOptions) -> None: ...
 
 `option_groups` appends every field of each dataclass to the command's signature, where typer finds
-it, and calls the command with the built dataclasses by keyword.
+it, and calls the command with the built dataclasses by keyword. Single options that several
+commands take (`--sampler`, `--device`, `--dtype`) are `Annotated` aliases at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
+
+import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,3 +54,18 @@ def option_groups(**groups: type) -> Callable[[F], F]:
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
         return typing.cast(F, wrapper)
     return decorate
+
+
+# --- options that several commands take, declared once ----------------------------------------
+
+_SAMPLING, _RUN = "Sampling", "Model and device"
+
+SamplerOpt = Annotated[Optional[Literal["ddpm", "ddim", "dpmpp"]], typer.Option(
+    "--sampler", help="ddim (deterministic given the seed), dpmpp (DPM-Solver++ 2M, deterministic, "
+    "good at few steps) or ddpm (ancestral). Default: the model's.", show_default=False, rich_help_panel=_SAMPLING)]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", metavar="auto|cpu|cuda[:N]|mps", help="Where to run.", rich_help_panel=_RUN)]
+DtypeOpt = Annotated[Literal["auto", "fp32", "fp16", "bf16"], typer.Option(
+    "--dtype", help="Network precision: auto is bf16 where it runs natively (CPUs with AVX512-BF16 or AMX, "
+    "CUDA), else fp32 on CPU and fp16 on other GPUs (autocast). On a CPU, half precision computes "
+    "each item alone, so outputs never depend on the batch.", rich_help_panel=_RUN)]
