@@ -14,7 +14,7 @@ from .common import app
 
 def _register() -> None:
     # Importing a module adds its commands to `app`.
-    from . import eval, hub, infer, models, train  # noqa: F401
+    from . import eval, hub, infer, models, train, ui  # noqa: F401
 
 
 def main() -> None:
