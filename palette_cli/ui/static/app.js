@@ -60,8 +60,19 @@ async function openPhoto(file) {
   $("stage-hint").hidden = true;
   $("run").disabled = false;
   renderHints();
+  fit();
   draw();
   say(`${file.name}: ${editor.width}x${editor.height}`);
+}
+
+// Show the photo as large as the stage allows (small photos scaled up, so a brush can reach a pixel).
+function fit() {
+  if (!state.image) return;
+  const stage = $("stage").getBoundingClientRect();
+  const room = Math.min((stage.width - 16) / editor.width, (0.65 * window.innerHeight) / editor.height);
+  const s = Math.max(Math.min(room, 8), 0.05);
+  editor.style.width = `${Math.round(editor.width * s)}px`;
+  editor.style.height = `${Math.round(editor.height * s)}px`;
 }
 
 function draw(box = null) {
@@ -359,7 +370,7 @@ dropTarget($("stage"), openPhoto);
 dropTarget($("reference-drop"), setReference);
 document.addEventListener("dragover", (e) => e.preventDefault());
 document.addEventListener("drop", (e) => { e.preventDefault(); openPhoto(e.dataTransfer.files[0]); });
-window.addEventListener("resize", () => draw());
+window.addEventListener("resize", () => { fit(); draw(); });
 fetch("/api/info").then((r) => r.json()).then((info) => {
   state.limits = info;
   $("num-samples").max = info.max_samples;
