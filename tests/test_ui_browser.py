@@ -138,11 +138,17 @@ def inpaint_in_the_page(page: Browser, url: str, photo: Path, stroke=STROKE, box
     if box:
         page.click("input[name=tool][value=box]")
         page.drag("#editor", box)
+    return run(page)
+
+
+def run(page: Browser) -> dict:
+    """Click Run and wait for the new row of results: its first sample's size, source and download name."""
+    before = page.script("return document.querySelectorAll('article.run').length")
     page.click("#run")
-    page.wait("return document.querySelector('img.result') !== null"
+    page.wait(f"return document.querySelectorAll('article.run').length > {before}"
               " || document.getElementById('status').classList.contains('error')")
     assert "sample(s) in" in page.script(STATUS), page.script(STATUS)
-    return page.wait("const img = document.querySelector('img.result');"
+    return page.wait("const img = document.querySelector('article.run img.result');"
                      "return img.complete && img.naturalWidth > 0 &&"
                      " {width: img.naturalWidth, height: img.naturalHeight, src: img.src.slice(0, 22),"
                      "  download: img.nextSibling.querySelector('a').download}")
@@ -164,21 +170,54 @@ def serving(model: str | None) -> Iterator[str]:
         server.server_close()
 
 
+def sample(task: str, width: int, height: int) -> dict:
+    return {"width": width, "height": height, "src": "data:image/png;base64,", "download": f"kodim05-96.{task}.0.png"}
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                                    reason="needs chromium and chromedriver (.ci/run installs them)")
+
+
+@pytest.fixture(scope="module")
+def controls_model_dir(tmp_path_factory) -> Path:
+    """A tiny model of every task that also takes colour hints and a reference."""
+    from conftest import TASKS, randomize
+    from palette_cli import train
+    from palette_cli.checkpoint import build_network, save_model
+    from palette_cli.config import PRESETS, ModelConfig
+
+    config = train.with_controls(ModelConfig(unet=PRESETS["tiny"], image_size=32, tasks=TASKS, steps=2))
+    return save_model(tmp_path_factory.mktemp("models") / "controls", config, randomize(build_network(config)))
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="needs chromium and chromedriver (.ci/run installs them)")
-def test_paint_a_mask_and_see_the_inpainted_sample(tiny_model_dir):
-    photo = Path(__file__).parent / "data" / "kodim05-96.png"
-    with serving(str(tiny_model_dir)) as url, browser() as page:
-        result = inpaint_in_the_page(page, url, photo)
-        assert result == {"width": 96, "height": 64, "src": "data:image/png;base64,",
-                          "download": "kodim05-96.inpaint.0.png"}
-        # Colour hints are dots on the canvas, removable from the list.
+@needs_chromium
+def test_paint_a_mask_and_see_the_inpainted_sample(controls_model_dir):
+    data = Path(__file__).parent / "data"
+    with serving(str(controls_model_dir)) as url, browser() as page:
+        assert inpaint_in_the_page(page, url, data / "kodim05-96.png") == sample("inpaint", 96, 64)
+        # colorize: hints are dots on the canvas (a click on one removes it), removable from the list too.
         page.click("input[name=task][value=colorize]")
-        page.drag("#editor", [(10, 10)])
-        page.drag("#editor", [(-30, 5)])
+        for point in [(10, 10), (-30, 5), (60, -20), (60, -20)]:
+            page.drag("#editor", [point])
         assert page.script("return document.querySelectorAll('#hints li').length") == 2
         page.click("#hints li button")
         assert page.script("return document.querySelectorAll('#hints li').length") == 1
+        page.call("POST", f"/element/{page.find('#reference')}/value", {"text": str(data / "kodim23-96.png")})
+        assert run(page) == sample("colorize", 96, 64)
+        shown = page.script("return document.querySelector('article.run img.result').src").split(",", 1)[1]
+        meta = json.loads(Image.open(io.BytesIO(base64.b64decode(shown))).text["palette"])
+        x, y, colour, radius = meta["hints"].split(",")  # the hint left, where it was clicked, in photo pixels
+        scale = page.script("return document.getElementById('editor').getBoundingClientRect().width") / 96
+        assert abs(int(x) - (48 - 30 / scale)) <= 1 and abs(int(y) - (32 + 5 / scale)) <= 1
+        assert (colour, radius, meta["reference"]) == ("#c83c3c", "3", "kodim23-96.png")
+        page.click("input[name=task][value=uncrop]")
+        page.script("document.getElementById('side').value = 'bottom'")
+        assert run(page) == sample("uncrop", 96, 128)
+        page.click("input[name=task][value=jpeg]")
+        page.click("#recompress")
+        assert run(page) == sample("jpeg", 96, 64)
+        assert page.script("return document.querySelectorAll('article.run').length") == 4
 
 
 def main(photo: str, screenshot: str) -> None:
