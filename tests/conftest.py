@@ -41,6 +41,16 @@ def photos() -> list[Path]:
     return sorted(DATA.glob("kodim*-96.png"))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `cuda` run only where a CUDA GPU is: elsewhere they are skipped, never failed."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 # The networks of the tests are tiny: a second thread costs more in synchronisation than it gains,
 # and a busy machine makes it far worse.
 torch.set_num_threads(1)
