@@ -7,6 +7,7 @@ their header here; `complete_card` adds what a user's own card lacks before a pu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 
 LIBRARY_NAME = "palette"
 PIPELINE_TAG = "image-to-image"
@@ -23,15 +24,66 @@ def card_metadata(tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
 
 
 def render_card(body: str, *, tasks: Sequence[str], license: str | None = DEFAULT_LICENSE,
-                extra_tags: Sequence[str] = (), license_line: bool = True) -> str:
+                extra_tags: Sequence[str] = (), license_line: bool = True,
+                history: TrainingHistory | None = None) -> str:
     """A model card: the YAML header with Hub metadata, then the markdown body. Every card palette
-    writes comes from here; without `license_line` the header states no license (`push` adds one)."""
+    writes comes from here; without `license_line` the header states no license (`push` adds one);
+    `history` goes into the header under HISTORY_KEY, where the next finetune reads it."""
     from huggingface_hub import ModelCardData
 
     metadata = card_metadata(tasks, license, extra_tags)
     if not license_line:
         del metadata["license"]
+    if history is not None:
+        metadata[HISTORY_KEY] = history.to_dict()
     return f"---\n{ModelCardData(**metadata).to_yaml()}\n---\n\n{body.strip()}\n"
+
+
+HISTORY_KEY = "palette_training"  # the card header's record of all training behind the weights
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """All training behind a model's weights, summed over every run that made them (train, finetune,
+    and resumed sessions of either): what a later run adds its own to."""
+
+    steps: int = 0  # optimizer steps
+    images: int = 0  # training images seen (steps x batch size)
+    seconds: float = 0.0  # wall-clock time of the training loops
+    runs: int = 0  # train and finetune runs (a resumed run is the same run)
+
+    def plus(self, steps: int, images: int, seconds: float, runs: int = 0) -> TrainingHistory:
+        """This history with a run's (or a session's) own training added."""
+        return TrainingHistory(self.steps + steps, self.images + images, self.seconds + seconds, self.runs + runs)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 1)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> TrainingHistory | None:
+        """The history a card header holds, or None when it holds none (or something unreadable)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            values = {f.name: data.get(f.name, 0) for f in fields(cls)}
+            return cls(int(values["steps"]), int(values["images"]), float(values["seconds"]), int(values["runs"]))
+        except (TypeError, ValueError):
+            return None
+
+    def sentence(self) -> str:
+        """One line for a card's body."""
+        return (f"All training behind these weights, over {self.runs} run(s): {self.steps:,} steps, "
+                f"{self.images:,} images seen, {self.seconds / 3600:.2f} h of training wall-clock time.")
+
+
+def read_history(text: str) -> TrainingHistory | None:
+    """The training history in a model card's header, or None when it has none."""
+    from huggingface_hub import ModelCard
+
+    if not text.lstrip().startswith("---"):
+        return None
+    data = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    return TrainingHistory.from_dict(data.get(HISTORY_KEY))
 
 
 def complete_card(text: str, tasks: Sequence[str], license: str | None = None) -> str:
