@@ -332,6 +332,31 @@ def test_one_restore_at_a_time_and_progress(server, monkeypatch):
     assert idle == {"task": None, "done": 0, "total": 0, "waiting": 0, "busy": False}
 
 
+def test_stopping_ends_the_restore_in_progress_and_refuses_the_next(model_dir, monkeypatch):
+    server = Server(Restorer(str(model_dir), device="cpu"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started, original = threading.Event(), pipeline.restore_stream
+
+    def held(*args, **kwargs):
+        started.set()
+        time.sleep(0.5)  # the server is told to stop meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "restore_stream", held)
+    answers: list[tuple[int, dict]] = []
+    client = threading.Thread(target=lambda: answers.append(post(server, "jpeg", image=PHOTO)))
+    client.start()
+    try:
+        assert started.wait(30)
+        assert server.restorer.stop(timeout=30)  # returns once the restore has given up
+        client.join(30)
+        assert answers == [(503, {"error": "the server is stopping"})]
+        assert post(server, "jpeg", image=PHOTO) == (503, {"error": "the server is stopping"})
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_nothing_is_left_outside_the_temporary_folder(model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     server = Server(Restorer(str(model_dir), device="cpu"), "127.0.0.1", 0)
@@ -388,6 +413,9 @@ def test_the_command_announces_opens_and_stops(model_dir, monkeypatch, capsys):
     monkeypatch.setattr(ui.webbrowser, "open", opened.append)
     code, out, err = palette(monkeypatch, capsys, "ui", "--port", "0", "--model", str(model_dir), "--device", "cpu")
     assert code == 0 and out.startswith("palette ui: http://127.0.0.1:") and "(Ctrl-C to stop)" in out
+    for _ in range(50):  # the browser opens in a thread
+        if not opened:
+            time.sleep(0.1)
     assert opened == [out.split()[2]] and err.strip() == "palette ui: stopped" and "warning" not in err
     code, out, err = palette(monkeypatch, capsys, "ui", "--host", "localhost", "--port", "0", "--no-browser",
                              "--model", str(model_dir), "--device", "cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import webbrowser
 from typing import Annotated
 
@@ -47,12 +48,14 @@ def ui_command(
         err.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the page and run the models",
                   markup=True)
     out.print(f"palette ui: {server.url}  (Ctrl-C to stop)", markup=False)
-    if not no_browser:
-        webbrowser.open(server.url)
+    if not no_browser:  # in a thread: a text-mode browser must not hold up the server
+        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if not restorer.stop():
+            err.print("palette ui: a restore did not stop in time", markup=False)
         server.server_close()
     err.print("palette ui: stopped", markup=False)

@@ -26,6 +26,10 @@ class ModelError(PaletteError):
     """A model could not be loaded: the server's problem, not the request's."""
 
 
+class Stopped(PaletteError):
+    """The server is stopping: the restore gave up (at its next sampler step) or never started."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One output: the PNG file's bytes and what reproduces it."""
@@ -70,6 +74,7 @@ class Restorer:
         self.dtype, self.batch_size, self.compile = dtype, batch_size, compile
         self.progress = Progress()
         self._lock = threading.Lock()  # one restore at a time: the others wait here
+        self._stopping = threading.Event()
         self._models: dict[str, PaletteModel] = {}
         self._given = None if model is None else self._load(model)  # a bad --model fails at start
 
@@ -90,12 +95,30 @@ class Restorer:
         except PaletteError as exc:
             raise ModelError(f"{task}: {exc}") from None
 
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Make the restore in progress give up at its next sampler step, and those waiting never start;
+        wait up to `timeout` seconds for it to end (no thread may be inside torch when Python exits).
+        Whether it ended."""
+        self._stopping.set()
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
+    def _step(self, done: int, total: int) -> None:
+        """The sampler's callback: progress, or the way out when the server stops."""
+        if self._stopping.is_set():
+            raise Stopped("the server is stopping")
+        self.progress.step(done, total)
+
     @contextmanager
     def _turn(self, task: str) -> Iterator[None]:
         """Wait for the restore before this one to finish; report progress meanwhile."""
         self.progress.add_waiting(1)
         with self._lock:
             self.progress.add_waiting(-1)
+            if self._stopping.is_set():
+                raise Stopped("the server is stopping")
             self.progress.update(task=task, done=0, total=0)
             try:
                 yield
@@ -114,7 +137,9 @@ class Restorer:
                     prep = pipeline.prepare(model, task, photo, seed=sampling.seed, **options)
                     [(_, result)] = pipeline.restore_stream(
                         model, [(name, prep)], num_samples=sampling.num_samples, sampling=resolved,
-                        seed=sampling.seed, batch_size=self.batch_size, callback=self.progress.step)
+                        seed=sampling.seed, batch_size=self.batch_size, callback=self._step)
+            except Stopped:
+                raise
             except PaletteError as exc:
                 raise BadRequest(str(exc)) from None
             samples = [self._png(model, result, resolved, sampling.seed, k, name, folder)

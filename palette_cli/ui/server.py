@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from .. import __version__
 from .forms import MAX_SAMPLES, TASK_FIELDS, BadRequest, check_fields, load_image, parse_multipart, \
     sampling_fields, task_options, upload_name
-from .restorer import ModelError, Restorer
+from .restorer import ModelError, Restorer, Stopped
 
 MAX_UPLOAD_BYTES = 64 << 20  # a request's whole body; the pixels are limited as the command line decodes
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -73,7 +73,7 @@ class Server(ThreadingHTTPServer):
         self.restorer, self.max_bytes, self.log = restorer, max_bytes, log or (lambda line: None)
         self.loopback = is_loopback(host)
         self.files = static_files()
-        self._workdir = tempfile.TemporaryDirectory(prefix="palette-ui-")  # removed by server_close,
+        self._workdir = tempfile.TemporaryDirectory(prefix="palette-ui-", ignore_cleanup_errors=True)  # removed by server_close,
         self.workdir = Path(self._workdir.name)  # which a failed bind calls too
         super().__init__((host, port), Handler)
 
@@ -164,6 +164,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(exc.status, {"error": str(exc)})
         except ModelError as exc:
             self._json(500, {"error": str(exc)})
+        except Stopped as exc:
+            self._json(503, {"error": str(exc)})
         except Exception as exc:  # a bug: the client gets its name, the server's log the traceback
             self.server.log(traceback.format_exc())
             self._json(500, {"error": f"internal error ({type(exc).__name__}); see the server's output"})
