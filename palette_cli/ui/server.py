@@ -73,8 +73,9 @@ class Server(ThreadingHTTPServer):
         self.restorer, self.max_bytes, self.log = restorer, max_bytes, log or (lambda line: None)
         self.loopback = is_loopback(host)
         self.files = static_files()
-        self._workdir = tempfile.TemporaryDirectory(prefix="palette-ui-", ignore_cleanup_errors=True)  # removed by server_close,
-        self.workdir = Path(self._workdir.name)  # which a failed bind calls too
+        # Removed by server_close, which a failed bind calls too.
+        self._workdir = tempfile.TemporaryDirectory(prefix="palette-ui-", ignore_cleanup_errors=True)
+        self.workdir = Path(self._workdir.name)
         super().__init__((host, port), Handler)
 
     @property
