@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from . import config as cfg
 from .atomic import atomic_path, write_text
-from .cards import render_card
+from .cards import TrainingHistory, render_card
 # native_bf16 is imported from here by benchmarks/train_speed.py (in progress); new code takes it from devices.
 from .devices import as_dtype, native_bf16, pick_device  # noqa: F401
 from .errors import PaletteError
@@ -179,10 +179,11 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
     return PaletteModel(config=config, network=network, source=str(spec), path=directory)
 
 
-def default_card(config: cfg.ModelConfig, body: str = "") -> str:
-    """The model card of a saved model directory: a title, `body`, and Hub metadata without a license."""
+def default_card(config: cfg.ModelConfig, body: str = "", history: TrainingHistory | None = None) -> str:
+    """The model card of a saved model directory: a title, `body`, and Hub metadata without a license
+    (with the training history behind the weights when given)."""
     return render_card(f"# Palette model ({', '.join(config.tasks)})\n\n{body}", tasks=config.tasks,
-                       license_line=False)
+                       license_line=False, history=history)
 
 
 def save_model(directory: str | os.PathLike, config: cfg.ModelConfig, network: torch.nn.Module | dict,

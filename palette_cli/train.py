@@ -40,6 +40,8 @@ from .config import (  # noqa: F401 (the training settings live in config.py, wi
     DEFAULT_IMAGE_SIZE, FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, FREEZE, PRECISIONS, RECIPES, Recipe,
     TrainConfig, recipe)
 from .atomic import atomic_path, write_text
+from .cards import TrainingHistory, read_history
+from .checkpoint import CARD_NAME
 from .checkpoint import (build_network, default_card, native_bf16, pick_device, read_config, read_weights, resolve,
                          save_model)
 from . import images, seeds
@@ -333,7 +335,7 @@ def write_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], gap: int = 2)
 
 
 def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_names: Sequence[str],
-          images: int, init: str | None) -> str:
+          images: int, init: str | None, history: TrainingHistory | None = None) -> str:
     """A model card saying how the weights were made."""
     origin = f"Finetuned from `{init}`" if init else f"Trained from scratch (preset `{config.preset}`)"
     body = (f"{origin} with `palette` for {step} steps of {config.batch_size} images at "
@@ -342,7 +344,9 @@ def _card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_na
             f"precision `{config.precision}`, tasks {', '.join(config.tasks)}"
             f"{f', conditioned on a frozen `{config.encoder}`' if config.encoder else ''}.\n\n"
             f"Training data: {', '.join(data_names)} ({images} images). Weights are the EMA weights.\n")
-    return default_card(model_config, body)
+    if history is not None:
+        body += f"\n{history.sentence()}\n"
+    return default_card(model_config, body, history=history)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -426,6 +430,7 @@ class _Trainer:
         self._setup_data(data)
         self._setup_optimizer(network, state)
         self.start = self._restore(state)
+        self.history = self._prior_history(state)
         train_gammas = schedule_gammas(self.model_config.train_schedule)
         self.objective = _Objective(self.network, config.tasks, train_gammas, config.loss, config.objective,
                                     config.residual, self._perceptual())
@@ -510,6 +515,19 @@ class _Trainer:
             self.ema.requires_grad_(False)
         self.scaler = torch.amp.GradScaler(d.device.type, enabled=c.precision == "fp16")
 
+    def _prior_history(self, state: dict[str, Any] | None) -> TrainingHistory:
+        """The training behind the weights this session starts from, this run counted: a resumed run's
+        saved history, else the finetuned model's card's (nothing recorded there counts as nothing)."""
+        if state is not None:
+            saved = TrainingHistory.from_dict(state.get("history"))
+            step = int(state["step"])  # a state written before histories were kept: its own steps
+            return saved or TrainingHistory(step, step * self.config.batch_size, 0.0, 1)
+        before = None
+        if self.init is not None:
+            card = resolve(self.init) / CARD_NAME
+            before = read_history(card.read_text(encoding="utf-8")) if card.is_file() else None
+        return (before or TrainingHistory()).plus(0, 0, 0.0, runs=1)
+
     def _restore(self, state: dict[str, Any] | None) -> int:
         """Optimizer, scaler and RNG of a resumed run; the step it starts at."""
         if state is None:
@@ -540,6 +558,7 @@ class _Trainer:
                              {"images": len(self.dataset), "skipped": len(self.skipped), "world_size": d.world}))
         # loss x items, items, per-task loss x items, per-task items; since t0
         self._window, self._t0 = np.zeros(2 + 2 * len(c.tasks)), time.perf_counter()
+        self._began = self._t0  # this session's wall-clock time goes into the model's history
         step, stopped, consistent = self.start, False, True
         it = iter(loader)
         try:
@@ -713,6 +732,8 @@ class _Trainer:
         if self.d.rank != 0 or self.ema is None:
             return
         c = self.config
+        done = step - self.start  # steps of this session
+        history = self.history.plus(done, done * c.batch_size, time.perf_counter() - self._began)
         state = {
             "format": STATE_FORMAT,
             "step": step,
@@ -725,10 +746,11 @@ class _Trainer:
             "model_config": json.dumps(cfg.to_dict(self.model_config)),
             "init": self.init or "",
             "world_size": self.d.world,
+            "history": history.to_dict(),
         }
         with atomic_path(self.run_dir / STATE_NAME) as tmp:
             torch.save(state, tmp)
-        card = _card(self.model_config, c, step, self.data_names, len(self.dataset), self.init)
+        card = _card(self.model_config, c, step, self.data_names, len(self.dataset), self.init, history)
         save_model(self.run_dir / MODEL_DIR, self.model_config, self.ema, card=card)
         self.last_saved = step
         self.emit(TrainEvent("save", step, c.steps, path=self.run_dir))
