@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from palette_cli.atomic import write_text  # noqa: E402
 from palette_cli.config import PAPER_SAMPLE_SCHEDULE, PRESETS, preset  # noqa: E402
 from palette_cli.diffusion import gammas as schedule_gammas  # noqa: E402
-from palette_cli.samplers import sample, sample_generator  # noqa: E402
+from palette_cli.samplers import sample  # noqa: E402
+from palette_cli.seeds import generator as sample_generator  # noqa: E402
 from palette_cli.unet import AttentionBlock, UNet  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import config as cfg
+from . import tasks as task_modules
 from .atomic import atomic_path, write_text
 from .cards import TrainingHistory, render_card
 # native_bf16 is imported from here by benchmarks/train_speed.py (in progress); new code takes it from devices.
@@ -124,9 +125,12 @@ def read_config(directory: Path) -> cfg.ModelConfig:
     if not isinstance(data, dict):
         raise PaletteError(f"{file}: expected a JSON object")
     try:
-        return cfg.from_dict(data)
+        config = cfg.from_dict(data)
+        task_modules.check_names(config.tasks, "tasks")
+        task_modules.check_names(config.refine.tasks if config.refine else (), "refine.tasks")
     except PaletteError as err:
         raise PaletteError(f"{file}: {err}") from None
+    return config
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -146,6 +146,8 @@ def preset(name: str) -> UNetConfig:
 DEFAULT_IMAGE_SIZE = {"tiny": 32, "small": 64, "compact": 64, "paper256": 256}  # crop size of a new run per preset
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where it runs natively, else fp32
 FREEZE = ("none", "encoder", "decoder")
+LOSSES = ("l2", "l1")
+CROP_MODES = ("native", "fit")  # native: crops at the photo's resolution; fit: the photo shrunk first
 # Finetuning starts from trained weights: a smaller step and a short warmup.
 FINETUNE_LR = 2e-5
 FINETUNE_WARMUP = 500
@@ -154,7 +156,8 @@ FINETUNE_STEPS = 2000
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a new run of one task trains and how its model samples, chosen by measurement.
+    """What a new run of one task trains and how its model samples, chosen by measurement: every
+    task module holds its own (`tasks/<task>.py`, `RECIPE`), and a run follows its first task's.
 
     The `small` network was trained with every objective, with and without residual diffusion, for
     the same budget (600 steps of 8 images at 64 px, 8.4 minutes on one CPU thread) and scored with
@@ -171,19 +174,6 @@ class Recipe:
     strength: float = 1.0
 
 
-RECIPES = {
-    "colorize": Recipe("x0", True, "ddim", 4),  # 4 steps: colourfulness >= 20 while still above the gray PSNR
-    "jpeg": Recipe("x0", True, "ddim", 2),
-    "inpaint": Recipe("x0", True, "ddim", 1),  # measured with the built-in inpaint model (its card)
-    "uncrop": Recipe("x0", True, "ddim", 1),
-}
-
-
-def recipe(tasks: Sequence[str]) -> Recipe:
-    """The recipe of a run's first task (a generalist follows its first task)."""
-    return RECIPES.get(tasks[0] if tasks else "", RECIPES["colorize"])
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that shapes a training run; recorded in state.pt."""
@@ -198,9 +188,10 @@ class TrainConfig:
     warmup: int = 10_000  # linear warmup steps (Palette: 10k)
     ema_decay: float = 0.9999  # ceiling of the EMA decay min(decay, (1 + n) / (10 + n))
     loss: str = "l2"  # "l2" (Palette) or "l1"
-    # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the task's recipe.
+    # Network output: "eps" (Palette), "x0", "v", or "regression" (one pass); None: the first task's recipe.
     objective: str | None = None
-    residual: bool | None = None  # diffuse target - source (diffusion.residual_base); None: see below
+    # Diffuse target - source (diffusion.residual_base); None: the recipe's, with the recipe's objective only.
+    residual: bool | None = None
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
     encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
     perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
@@ -214,16 +205,6 @@ class TrainConfig:
     crop: str = "native"  # "native" crops at the photo's resolution, "fit" shrinks it first
     sample_count: int = 4  # rows of the sample grid
     sample_steps: int | None = None  # sampler steps for grids; None: the model's default
-
-    def __post_init__(self) -> None:
-        # Unset objective and residual come from the first task's measured recipe (residual only
-        # with the recipe's objective: `--objective eps` alone is Palette's own setup), so a saved
-        # state always names both explicitly.
-        r = recipe(self.tasks)
-        if self.objective is None:
-            object.__setattr__(self, "objective", r.objective)
-        if self.residual is None:
-            object.__setattr__(self, "residual", r.residual and self.objective == r.objective)
 
 
 def to_dict(config: ModelConfig) -> dict[str, Any]:
@@ -298,10 +279,9 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
-def _choice(names: Callable[[], Sequence[str]]) -> Rule:
-    """One of the names `names()` returns (asked late: some live in modules that import torch)."""
+def _choice(known: Sequence[str]) -> Rule:
+    """One of the names in `known`."""
     def rule(value: Any, where: str) -> str:
-        known = tuple(names())
         if not isinstance(value, str) or value not in known:
             raise _fail(where, f"must be one of {', '.join(known)}", value)
         return value
@@ -344,12 +324,6 @@ def _nested(cls: type) -> Rule:
     return rule
 
 
-def _task_names() -> Sequence[str]:
-    from .tasks import names
-
-    return names()
-
-
 _FIELDS: dict[type, dict[str, Rule]] = {
     UNetConfig: {
         "in_channels": _int(1), "out_channels": _int(1), "base_channels": _int(1),
@@ -362,22 +336,22 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "norm_groups": _int(1), "middle_attention": _bool, "hint_channels": _int(0), "reference_channels": _int(0),
     },
     EncoderConfig: {
-        "name": _choice(lambda: ENCODER_NAMES), "sha256": _text(), "size": _int(32),
+        "name": _choice(ENCODER_NAMES), "sha256": _text(), "size": _int(32),
         "dropout": _float(0.0, 1.0, high_open=True), "guidance": _float(0.0, math.inf),
     },
     RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1),
-                   "tasks": _tuple(_choice(_task_names), nonempty=False)},
+                   "tasks": _tuple(_text(), nonempty=False)},  # names checked where a model is loaded
     ScheduleConfig: {
-        "kind": _choice(lambda: SCHEDULE_KINDS), "num_steps": _int(2),
+        "kind": _choice(SCHEDULE_KINDS), "num_steps": _int(2),
         "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),
         "beta_end": _float(0.0, 1.0, low_open=True, high_open=True),
         "cosine_s": _float(0.0, 1.0, high_open=True),
     },
     ModelConfig: {
         "unet": _nested(UNetConfig), "train_schedule": _nested(ScheduleConfig),
-        "sample_schedule": _nested(ScheduleConfig), "tasks": _tuple(_choice(_task_names), nonempty=True),
-        "image_size": _int(1), "objective": _choice(lambda: OBJECTIVES), "residual": _bool,
-        "sampler": _choice(lambda: SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
+        "sample_schedule": _nested(ScheduleConfig), "tasks": _tuple(_text(), nonempty=True),
+        "image_size": _int(1), "objective": _choice(OBJECTIVES), "residual": _bool,
+        "sampler": _choice(SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
         "format_version": _int(FORMAT_VERSION), "encoder": _optional(_nested(EncoderConfig)),
         "tile_size": _optional(_int(1)),
         "refine": _optional(_nested(RefineConfig)),
@@ -436,6 +410,29 @@ def _check_model(c: ModelConfig, where: str) -> None:
     if c.refine is not None and c.refine.steps > math.ceil(c.sample_schedule.num_steps * c.refine.strength):
         raise PaletteError(f"refine.steps: {c.refine.steps} is more than the {c.sample_schedule.num_steps} x "
                            f"{c.refine.strength} steps of sample_schedule that refine.strength leaves")
+
+
+# A training run's fields. Task names are checked by the registry (train.parse_tasks), and the crop
+# size against the network (train.validate), where both are known.
+_FIELDS[TrainConfig] = {
+    "tasks": _tuple(_text(), nonempty=True), "preset": _choice((*PRESETS, "custom")),
+    "image_size": _optional(_int(8)), "batch_size": _int(1), "grad_accum": _int(1), "steps": _int(1),
+    "lr": _float(0.0, math.inf, low_open=True), "warmup": _int(0), "ema_decay": _float(0.0, 1.0, high_open=True),
+    "loss": _choice(LOSSES), "objective": _optional(_choice(OBJECTIVES)), "residual": _optional(_bool),
+    "precision": _choice(PRECISIONS), "encoder": _optional(_choice(ENCODER_NAMES)),
+    "perceptual": _float(0.0, math.inf), "controls": _bool, "pyramid": _bool, "seed": _int(-2**63),
+    "workers": _int(0), "save_every": _int(1), "sample_every": _int(0), "log_every": _int(1),
+    "freeze": _choice(FREEZE), "crop": _choice(CROP_MODES), "sample_count": _int(1),
+    "sample_steps": _optional(_int(1)),
+}
+
+
+def check_training(config: TrainConfig) -> TrainConfig:
+    """Check every field of a training config by its rule; messages name the field."""
+    for name, value in dataclasses.asdict(config).items():
+        if name in _FIELDS[TrainConfig]:  # a field without a rule fails test_config, not a run
+            _FIELDS[TrainConfig][name](value, name)
+    return config
 
 
 # Checks that involve several fields of one config, run after its fields are valid.

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from .atomic import temporary_name
+from .cards import render_card
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_network, save_model
 from .config import PAPER_SAMPLE_SCHEDULE, TRAIN_SCHEDULE, ModelConfig, ScheduleConfig, UNetConfig
 from .diffusion import gammas as schedule_gammas
 from .errors import PaletteError
-from .hub import render_card
 from .tasks import TASKS
 
 # Buffers of the trainer's Network that describe its training schedule, not the network.

@@ -1,6 +1,6 @@
 """Training images: check they decode, crop and flip them, degrade them with their task.
 
-Files are found by `files.find_images` (folders, images, list files) and decoded by
+Files are found by `files.training_images` (folders, images, list files) and decoded by
 `images.load_photo`, exactly as inference finds and decodes them.
 
 Every random draw of an item comes from a generator derived from (seed, item index), so item k of
@@ -18,12 +18,11 @@ import torch
 from PIL import Image
 
 from . import seeds
+from .config import CROP_MODES
 from . import tasks as tasks_module  # `tasks` names a run's task list below
 from .errors import PaletteError
-from .files import find_images  # noqa: F401 (training sources are found by the one file finder)
 from .images import load_photo, to_tensor
 
-CROP_MODES = ("native", "fit")
 
 Warn = Callable[[str], None]
 

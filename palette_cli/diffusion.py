@@ -96,6 +96,14 @@ def prediction_target(objective: str, x0: torch.Tensor, eps: torch.Tensor, gamma
     raise PaletteError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
 
 
+def fill_noise(img: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
+    """Replace the hole with standard Gaussian noise: img * (1 - mask) + mask * noise."""
+    noise = torch.randn(img.shape, generator=generator, device=generator.device, dtype=img.dtype)
+    noise = noise.to(img.device)
+    mask = mask.to(device=img.device, dtype=img.dtype)
+    return img * (1 - mask) + mask * noise
+
+
 def residual_base(cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """What residual diffusion adds its output to: the source itself (gray for colorize, the JPEG for
     jpeg), with the hole of inpaint/uncrop filled by the mean colour of the known pixels."""

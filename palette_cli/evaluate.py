@@ -28,7 +28,7 @@ from . import images, metrics, seeds, tasks
 from .atomic import atomic_path, write_text
 from .checkpoint import PaletteModel
 from .errors import PaletteError
-from .files import folder_images
+from .files import evaluation_images
 from .pipeline import Sampling, autocast, finish, prepare, refine_samples, resolve_sampling, restore_tensors
 from .tasks.jpeg import DEFAULT_QUALITY
 
@@ -89,24 +89,6 @@ class EvalResult:
 def task_options(settings: EvalSettings) -> dict:
     """The settings that the task reads (its EVAL_OPTIONS), by name."""
     return {name: getattr(settings, name) for name in tasks.get(settings.task).EVAL_OPTIONS}
-
-
-def find_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """Image files of a folder (recursively, sorted) or a single file; the first `limit` of them."""
-    data = Path(data)
-    if data.is_file():
-        files = [data]
-    elif data.is_dir():
-        files = folder_images(data, recursive=True)
-        if not files:
-            raise PaletteError(f"{data}: no images found")
-    else:
-        raise PaletteError(f"{data}: no such file or folder")
-    if limit is not None:
-        if limit < 1:
-            raise PaletteError(f"--limit must be at least 1, got {limit}")
-        files = files[:limit]
-    return files
 
 
 def load_ground_truth(path: str | os.PathLike, size: int) -> torch.Tensor:
@@ -197,6 +179,7 @@ def _evaluate_image(model: PaletteModel, target: torch.Tensor, index: int, setti
     pairs = metrics.pairwise_ms_ssim(samples).tolist()
     if pairs:
         row["diversity_ms_ssim"] = float(np.mean(pairs))
+        row["diversity_abs_diff"] = float(metrics.pairwise_abs_diff(samples).mean())
     return row, [_visible_input(cond, mask), *samples, target], pairs, {"model": samples, "baseline": base}
 
 
@@ -239,12 +222,14 @@ def _used_settings(settings: EvalSettings, data: Path, model: PaletteModel, size
             "batch_size": settings.batch_size, "grid_rows": settings.grid_rows, **task_options(settings)}
 
 
-def _diversity(pair_values: list[float], size: int) -> dict:
-    """Mean pairwise MS-SSIM between the samples of each input, or why it was not measured."""
+def _diversity(pair_values: list[float], size: int, abs_diffs: list[float]) -> dict:
+    """Mean pairwise MS-SSIM and absolute difference between the samples of each input, or why they
+    were not measured."""
     if not pair_values:
         return {"skipped": "needs --num-samples 2 or more"}
     return {"metric": "mean pairwise MS-SSIM between the samples of one input (lower = more diverse)",
             "mean": float(np.mean(pair_values)), "pairs": len(pair_values),
+            "mean_abs_diff": float(np.mean(abs_diffs)),  # of 255, averaged over pairs then inputs
             "ms_ssim_scales": metrics.ms_ssim_scales(size, size), "histogram": metrics.histogram(pair_values)}
 
 
@@ -268,7 +253,8 @@ def _report(model: PaletteModel, settings: EvalSettings, used: dict, rows: list[
         "num_images": len(rows),
         "mean": mean,
         "wins": {m: sum(r["model"][m] > r["baseline"][m] for r in rows) for m in ("psnr", "ssim")},
-        "diversity": _diversity(pair_values, used["image_size"]),
+        "diversity": _diversity(pair_values, used["image_size"], [r["diversity_abs_diff"] for r in rows
+                                                                   if "diversity_abs_diff" in r]),
         "features": scores,
         "skipped": SKIPPED,
         "timing": {"seconds_per_image": seconds / len(rows)},  # restore and score, not file reading
@@ -288,7 +274,7 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
 
         features.load(device=model.device)
     data = Path(data)
-    files = find_images(data, settings.limit)
+    files = evaluation_images(data, settings.limit)
     rows, errors, grid, pair_values = [], [], [], []
     kept: dict[str, list[torch.Tensor]] = {"model": [], "baseline": [], "ground_truth": []}
     seconds = 0.0

@@ -117,7 +117,7 @@ def _read_list_file(path: Path) -> list[Path]:
     return out
 
 
-def find_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
+def training_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
     """Training images: folders (recursive, sorted), single images and list files, deduplicated."""
     suffixes = image_suffixes()
     found: list[Path] = []
@@ -139,6 +139,24 @@ def find_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
     for p in found:
         unique.setdefault(p.resolve(), p)
     return list(unique.values())
+
+
+def evaluation_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Ground-truth images: a folder (recursive, sorted) or a single file; the first `limit` of them."""
+    data = Path(data)
+    if data.is_file():
+        found = [data]
+    elif data.is_dir():
+        found = folder_images(data, recursive=True)
+        if not found:
+            raise PaletteError(f"{data}: no images found")
+    else:
+        raise PaletteError(f"{data}: no such file or folder")
+    if limit is not None:
+        if limit < 1:
+            raise PaletteError(f"limit must be at least 1, got {limit}")
+        found = found[:limit]
+    return found
 
 
 def output_paths(item: InputFile, task: str, num_samples: int, output_dir: Path | None) -> list[Path]:

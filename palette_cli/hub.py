@@ -2,7 +2,7 @@
 
 `push_model` checks that the directory loads, that the Hub can be reached and that a token exists
 before it creates anything; the upload is one commit, so a repo never shows half a model.
-Model cards are written by `cards.py` (re-exported here); nothing here imports torch at module level.
+Model cards are written by `cards.py`; nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_text
-from .cards import (  # noqa: F401 (the card API has always been importable from here)
-    BASE_TAGS, DEFAULT_LICENSE, LIBRARY_NAME, PIPELINE_TAG, card_metadata, complete_card, render_card)
+from .cards import complete_card
 from .errors import PaletteError
 
 CARD_NAME = "README.md"  # as checkpoint.CARD_NAME, repeated to keep torch out of this import

@@ -1,4 +1,4 @@
-"""The pixel layer: the one decoder, masks from files, tensors <-> images, grids, PNG output.
+"""The pixel layer: the one decoder, masks from files, tensors <-> images, grids, PNG output, tiles.
 
 Inference, training and evaluation all decode through `load_photo`, so they see the same pixels:
 EXIF orientation applied, 16-bit scaled to 8 bits, CMYK/palette/gray converted to RGB, alpha kept
@@ -9,6 +9,7 @@ Tensors are float32 in [-1, 1], shaped (3, H, W); masks are (1, H, W) with 1 = g
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -243,3 +244,86 @@ def save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] |
         raise PaletteError(f"{path}: cannot write (folder {path.parent} does not exist)") from None
     except OSError as err:
         raise PaletteError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+# --- tiles: any size through a network of one size, overlapping, seams blended ---------------
+
+# Tiles overlap by this fraction of their side; seams are blended over the overlap.
+TILE_OVERLAP = 0.25
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering `length`, evenly spread, neighbours overlapping >= `overlap`."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / (tile - overlap)) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def fitted_side(length: int, most: int, overlap: int, multiple: int) -> int:
+    """The smallest tile side (a multiple of `multiple`, at most about `most`) that covers `length` with
+    as few tiles as `most` allows, neighbours overlapping >= `overlap`: little recomputed overlap."""
+    if length <= most:
+        return -(-length // multiple) * multiple
+    n = math.ceil((length - overlap) / (most - overlap))
+    return -(-math.ceil((length + (n - 1) * overlap) / n) // multiple) * multiple
+
+
+def _ramp(tile: int, overlap: int) -> Tensor:
+    """1-D blending weight: rises linearly over `overlap` pixels at both ends, never zero."""
+    i = torch.arange(tile, dtype=torch.float32)
+    edge = torch.minimum(i, tile - 1 - i) + 1
+    return (edge / max(overlap, 1)).clamp(max=1.0)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Where the tiles of an image lie: the padded size, the tile shape and the tile corners."""
+
+    height: int
+    width: int
+    tile: int  # tile height
+    overlap: int
+    corners: tuple[tuple[int, int], ...]  # (top, left) of each tile in the padded image
+    tile_width: int = 0  # 0: square tiles
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of every tile."""
+        return self.tile, self.tile_width or self.tile
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """(H, W) after padding small images up to one tile."""
+        th, tw = self.shape
+        return max(self.height, th), max(self.width, tw)
+
+
+def make_tiling(height: int, width: int, tile: int, overlap: int, tile_width: int = 0) -> Tiling:
+    """Tiles of tile x tile (or tile x tile_width) over an image; images smaller than a tile are padded to one."""
+    th, tw = tile, tile_width or tile
+    ph, pw = max(height, th), max(width, tw)
+    corners = tuple((t, l) for t in tile_starts(ph, th, overlap) for l in tile_starts(pw, tw, overlap))
+    return Tiling(height, width, tile, overlap, corners, tile_width)
+
+
+def split_tiles(x: Tensor, tiling: Tiling) -> Tensor:
+    """(3, H, W) -> (N, 3, tile, tile_width); small images are padded by repeating their edge."""
+    ph, pw = tiling.padded
+    if (ph, pw) != tuple(x.shape[-2:]):
+        x = F.pad(x[None], (0, pw - x.shape[-1], 0, ph - x.shape[-2]), mode="replicate")[0]
+    th, tw = tiling.shape
+    return torch.stack([x[:, t:t + th, l:l + tw] for t, l in tiling.corners])
+
+
+def merge_tiles(tiles: Tensor, tiling: Tiling) -> Tensor:
+    """(N, 3, tile, tile_width) -> (3, H, W): a weighted average where tiles overlap."""
+    ph, pw = tiling.padded
+    th, tw = tiling.shape
+    weight = _ramp(th, tiling.overlap)[:, None] * _ramp(tw, tiling.overlap)[None, :]
+    total = torch.zeros(3, ph, pw)
+    norm = torch.zeros(1, ph, pw)
+    for (t, l), x in zip(tiling.corners, tiles.float().cpu()):
+        total[:, t:t + th, l:l + tw] += x * weight
+        norm[:, t:t + th, l:l + tw] += weight
+    return (total / norm)[:, :tiling.height, :tiling.width]

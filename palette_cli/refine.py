@@ -6,7 +6,7 @@ resolution. At each level the previous fill is upsampled, the known pixels are t
 scale, and the network runs SDEdit (Meng et al. 2022) over model-size tiles: each tile starts from the
 upsampled fill noised to `strength` and keeps its known pixels at every step, as the samplers do for
 masked tasks. Tiles, because the network's self-attention is trained at one size only; they overlap
-and are blended as jpeg's are (`tasks.jpeg.make_tiling`). The start noise and the noise in the hole of
+and are blended as jpeg's are (`images.make_tiling`). The start noise and the noise in the hole of
 the conditioning are one field per level, so overlapping tiles start from the same picture; every
 draw comes from `seeds.stream(seed, "refine", 0, sample, level[, tile])`, so a sample's refinement does
 not depend on the batch size or on the other inputs.
@@ -25,8 +25,7 @@ from . import diffusion, images, samplers, seeds
 from .checkpoint import PaletteModel
 from .config import RefineConfig
 from .guidance import conditioned
-from .tasks.jpeg import TILE_OVERLAP, Tiling, make_tiling, merge_tiles, split_tiles
-from .tasks.masks import fill_noise
+from .images import TILE_OVERLAP, Tiling, make_tiling, merge_tiles, split_tiles
 
 
 def fill_levels(height: int, width: int, size: int) -> list[tuple[int, int]]:
@@ -114,7 +113,7 @@ def _pass(run: Refinement, key: tuple[int, int], start: Tensor, hole: Tensor, ti
     """SDEdit of the `hole` pixels of `start` (3, H, W) over the model-size tiles that touch it, blended back;
     the other pixels of `start` are its known ones."""
     field = seeds.stream(run.seed, "refine", 0, run.sample, *key)
-    cond = fill_noise(start, hole, field)  # the hole holds noise, as in training
+    cond = diffusion.fill_noise(start, hole, field)  # the hole holds noise, as in training
     noise = torch.randn(start.shape, generator=field)
     tiling, active = _active(hole, run.model.config.image_size)
     tiles = [split_tiles(t, tiling) for t in (cond, hole, start, noise)]

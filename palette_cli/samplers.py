@@ -26,7 +26,6 @@ import torch
 
 from .diffusion import q_sample, regression_input, residual_base, split_prediction
 from .errors import PaletteError
-from .seeds import generator as sample_generator  # noqa: F401 (callers seed samples through it)
 
 Callback = Callable[[int, int], None]  # (steps done, steps total)
 

@@ -36,21 +36,20 @@ import torch.distributed as dist
 from torch import nn
 
 from . import config as cfg
-from .config import (  # noqa: F401 (the training settings live in config.py, without torch)
-    DEFAULT_IMAGE_SIZE, FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, FREEZE, PRECISIONS, RECIPES, Recipe,
-    TrainConfig, recipe)
+from .config import DEFAULT_IMAGE_SIZE, TrainConfig
 from .atomic import atomic_path, write_text
 from .cards import TrainingHistory, read_history
 from .checkpoint import CARD_NAME
-from .checkpoint import (build_network, default_card, native_bf16, pick_device, read_config, read_weights, resolve,
-                         save_model)
+from .checkpoint import build_network, default_card, read_config, read_weights, resolve, save_model
 from . import images, seeds
 from . import tasks as task_modules
 from .tasks import hints
-from .data import CROP_MODES, TrainingImages, check_images, find_images, validation_batch
+from .devices import pick_device, resolve_precision
+from .data import TrainingImages, check_images, validation_batch
 from .diffusion import gammas as schedule_gammas
-from .diffusion import OBJECTIVES, training_loss
+from .diffusion import training_loss
 from .errors import PaletteError
+from .files import training_images
 from .pipeline import resolve_sampling
 from .samplers import sample
 
@@ -76,6 +75,7 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
     inference schedule is near-pure noise (gamma < 1e-3), and it scored lower on eps models too.
     Palette's eps models keep the paper's 50 DDIM steps; x0/v models take their task recipe's
     sampler, steps and strength. Edit config.json (or pass --sampler/--steps) to change these."""
+    config = with_recipe(config)
     unet = cfg.preset(config.preset)
     if config.objective == "regression":
         made = cfg.ModelConfig(unet=unet, objective="regression", residual=config.residual, steps=1)
@@ -83,7 +83,7 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
         made = cfg.ModelConfig(unet=unet, objective="eps", residual=config.residual,
                                sample_schedule=cfg.TRAIN_SCHEDULE)
     else:
-        r = recipe(config.tasks)
+        r = task_modules.recipe(config.tasks)
         made = cfg.ModelConfig(unet=unet, objective=config.objective, residual=config.residual,
                                sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
                                strength=r.strength)
@@ -110,11 +110,13 @@ def with_controls(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
     return dataclasses.replace(model_config, unet=unet)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> bf16 where it runs natively (CUDA, AVX512-BF16 or AMX CPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    return "bf16" if native_bf16(device) else "fp32"
+def with_recipe(config: TrainConfig) -> TrainConfig:
+    """The config with an unset objective and residual taken from its first task's measured recipe
+    (residual only with the recipe's objective: `objective="eps"` alone is Palette's own setup)."""
+    r = task_modules.recipe(config.tasks)
+    objective = r.objective if config.objective is None else config.objective
+    residual = (r.residual and objective == r.objective) if config.residual is None else config.residual
+    return dataclasses.replace(config, objective=objective, residual=residual)
 
 
 _GROWN = ("feature_embed.", "feature_map_in.", "reference_embed.")  # parts a finetune may add, zero-output
@@ -195,41 +197,17 @@ def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
     return tasks
 
 
-def _choice(name: str, value: str, options: Sequence[str]) -> None:
-    """Reject a value outside its options."""
-    if value not in options:
-        raise PaletteError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(options)}")
-
-
 def validate(config: TrainConfig, world: int, downsample: int) -> None:
-    """Check a config before any work, with messages naming the option."""
+    """Check a config before any work: its fields (config.check_training), its tasks, and what depends on
+    the network and the processes."""
+    cfg.check_training(config)
     parse_tasks(config.tasks)
-    _choice("preset", config.preset, list(cfg.PRESETS) + ["custom"])
-    _choice("loss", config.loss, ("l2", "l1"))
-    _choice("objective", config.objective, OBJECTIVES)
-    _choice("precision", config.precision, PRECISIONS)
-    _choice("freeze", config.freeze, FREEZE)
-    _choice("crop", config.crop, CROP_MODES)
     size = config.image_size or 0
-    if size < 8 or size % downsample:
-        raise PaletteError(f"--image-size {size} must be at least 8 and a multiple of {downsample} "
+    if size % downsample:
+        raise PaletteError(f"image_size: {size} must be a multiple of {downsample} "
                            f"(the network halves the image {int(math.log2(downsample))} times)")
-    for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "sample_count"):
-        if getattr(config, name) < 1:
-            raise PaletteError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    for name in ("warmup", "workers", "sample_every"):
-        if getattr(config, name) < 0:
-            raise PaletteError(f"--{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
-    if config.sample_steps is not None and config.sample_steps < 1:
-        raise PaletteError(f"--sample-steps must be at least 1, got {config.sample_steps}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise PaletteError(f"--lr must be a positive number, got {config.lr}")
-    if not (config.perceptual >= 0 and math.isfinite(config.perceptual)):
-        raise PaletteError(f"--perceptual must be a non-negative number, got {config.perceptual}")
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise PaletteError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.batch_size % (world * config.grad_accum):
-        raise PaletteError(f"--batch-size {config.batch_size} must be a multiple of processes x --grad-accum "
+        raise PaletteError(f"batch_size: {config.batch_size} must be a multiple of processes x grad_accum "
                            f"= {world} x {config.grad_accum}")
 
 
@@ -413,14 +391,14 @@ class _Trainer:
         self.d, self.run_dir = d, run_dir
         self.emit = callback if (callback and d.rank == 0) else (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
-        config = dataclasses.replace(config, tasks=parse_tasks(config.tasks))
+        config = with_recipe(cfg.check_training(dataclasses.replace(config, tasks=parse_tasks(config.tasks))))
         state, model_config, weights, config, init = self._origin(config, init, resume)
         size = config.image_size or (model_config.image_size if (init or resume) else
                                      DEFAULT_IMAGE_SIZE.get(config.preset, 64))
         encoder = model_config.encoder
         config = dataclasses.replace(config, image_size=size, encoder=encoder.name if encoder else None,
                                      controls=bool(model_config.unet.hint_channels),
-                                     precision=resolve_precision(config.precision, d.device))
+                                     precision=resolve_precision(config.precision, d.device, training=True))
         self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
         self.config, self.init = config, init
 
@@ -479,7 +457,7 @@ class _Trainer:
     def _setup_data(self, data: Sequence[str | os.PathLike]) -> None:
         """Every process scans the same list; rank 0 reports what it skips."""
         c = self.config
-        paths = find_images(data)
+        paths = training_images(data)
         if not paths:
             raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
         self.data_names = [Path(p).name for p in data]

@@ -9,12 +9,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from palette_cli import images
+from palette_cli.config import Recipe
 from palette_cli.tasks.base import Prepared
 
 NAME = "blur"
 MASKED = False
 BASELINE = "the blurred input"
 EVAL_OPTIONS: tuple[str, ...] = ()
+RECIPE = Recipe("x0", True, "ddim", 2)
 
 
 def blur(x: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,12 @@ from palette_cli.convert import (
     schedule_from_gammas,
     strip_json_comments,
 )
+from palette_cli.diffusion import fill_noise
 from palette_cli.diffusion import gammas as schedule_gammas
 from palette_cli.errors import PaletteError
-from palette_cli.samplers import sample, sample_generator
-from palette_cli.tasks.masks import center_mask, fill_noise
+from palette_cli.samplers import sample
+from palette_cli.seeds import generator as sample_generator
+from palette_cli.tasks.masks import center_mask
 from palette_cli.unet import UNet
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference-palette-small"

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from palette_cli.data import (TrainingImages, check_images, find_images, load_rgb, make_item, random_crop, to_tensor,
+from palette_cli.data import (TrainingImages, check_images, load_rgb, make_item, random_crop, to_tensor,
                               validation_batch)
 from palette_cli.errors import PaletteError
+from palette_cli.files import training_images
 from palette_cli.tasks.colorize import to_gray
 
 DATA = Path(__file__).parent / "data"
@@ -35,28 +36,28 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_find_images_recurses_into_folders(folder: Path) -> None:
-    found = find_images([folder])
+def test_training_images_recurses_into_folders(folder: Path) -> None:
+    found = training_images([folder])
     assert [p.relative_to(folder).as_posix() for p in found] == ["B.PNG", "a.png", "nested/deeper/c.png"]
 
 
-def test_find_images_reads_list_files_and_deduplicates(folder: Path, tmp_path: Path) -> None:
+def test_training_images_reads_list_files_and_deduplicates(folder: Path, tmp_path: Path) -> None:
     listing = tmp_path / "train.txt"
     listing.write_text(f"# my training set\nphotos/a.png\n\n{folder / 'nested' / 'deeper' / 'c.png'}\nphotos/a.png\n")
-    found = find_images([listing, folder / "a.png"])
+    found = training_images([listing, folder / "a.png"])
     assert [p.name for p in found] == ["a.png", "c.png"]
 
 
-def test_find_images_names_a_missing_source(tmp_path: Path) -> None:
+def test_training_images_names_a_missing_source(tmp_path: Path) -> None:
     with pytest.raises(PaletteError, match="nowhere: no such file or folder"):
-        find_images([tmp_path / "nowhere"])
+        training_images([tmp_path / "nowhere"])
 
 
-def test_find_images_rejects_a_binary_non_image(tmp_path: Path) -> None:
+def test_training_images_rejects_a_binary_non_image(tmp_path: Path) -> None:
     blob = tmp_path / "weights.bin"
     blob.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(PaletteError, match="weights.bin: neither an image"):
-        find_images([blob])
+        training_images([blob])
 
 
 def test_check_images_skips_unreadable_files_with_one_warning_each(folder: Path) -> None:
@@ -65,7 +66,7 @@ def test_check_images_skips_unreadable_files_with_one_warning_each(folder: Path)
     (folder / "truncated.jpg").write_bytes(full[: len(full) // 3])
     (folder / "empty.jpg").write_bytes(b"")
     warnings: list[str] = []
-    good, bad = check_images(find_images([folder]), warn=warnings.append)
+    good, bad = check_images(training_images([folder]), warn=warnings.append)
     assert sorted(p.name for p in bad) == ["empty.jpg", "garbage.png", "truncated.jpg"]
     assert sorted(p.name for p in good) == ["B.PNG", "a.png", "c.png"]
     assert len(warnings) == 3

@@ -9,6 +9,7 @@ import torch
 
 from palette_cli import diffusion as D
 from palette_cli import samplers as S
+from palette_cli import seeds
 from palette_cli.checkpoint import build_network
 from palette_cli.tasks.colorize import to_gray
 from palette_cli.config import PAPER_SAMPLE_SCHEDULE, PRESETS, TRAIN_SCHEDULE, ModelConfig, ScheduleConfig
@@ -93,7 +94,7 @@ class Gaussian(torch.nn.Module):
 
 def algorithm2_by_hand(network, cond, gammas, seed):
     """Palette's Algorithm 2, written out literally, drawing noise as the samplers do."""
-    gens = [S.sample_generator(seed, k) for k in range(cond.shape[0])]
+    gens = [seeds.generator(seed, k) for k in range(cond.shape[0])]
     g = gammas.double()
     y = S.randn_like_per_sample(cond, gens)
     for t in reversed(range(len(g))):
@@ -109,7 +110,7 @@ def test_ddpm_reproduces_algorithm_2_on_an_analytic_denoiser():
     net = Gaussian(0.5)
     cond = torch.zeros(2, 3, 16, 16)
     g = D.gammas(PAPER_SAMPLE_SCHEDULE)
-    ours = S.ddpm(net, cond, g, steps=1000, generators=[S.sample_generator(7, k) for k in range(2)],
+    ours = S.ddpm(net, cond, g, steps=1000, generators=[seeds.generator(7, k) for k in range(2)],
                   clip=False)
     ref = algorithm2_by_hand(net, cond, g, seed=7)
     assert torch.allclose(ours, ref.clamp(-1, 1), atol=1e-4)
@@ -123,7 +124,7 @@ def test_respaced_ddpm_with_all_steps_is_the_full_one():
     assert len(S.respace(g, 7)) == 7 and S.respace(g, 7)[-1] == g[-1]
     net = Gaussian(0.4)
     cond = torch.zeros(1, 3, 8, 8)
-    full = S.ddpm(net, cond, g, steps=50, generators=[S.sample_generator(1, 0)], clip=False)
+    full = S.ddpm(net, cond, g, steps=50, generators=[seeds.generator(1, 0)], clip=False)
     ref = algorithm2_by_hand(net, cond, g, seed=1)
     assert torch.allclose(full, ref.clamp(-1, 1), atol=1e-5)
 
@@ -139,7 +140,7 @@ def test_samplers_recover_the_point_mass_and_keep_known_pixels(sampler, objectiv
     base = D.residual_base(cond, mask)
     oracle = PointMass(x_star - base if residual else x_star, objective)
     out = S.sample(oracle, cond, D.gammas(TRAIN_SCHEDULE), sampler=sampler, steps=20,
-                   generators=[S.sample_generator(0, k) for k in range(2)], mask=mask,
+                   generators=[seeds.generator(0, k) for k in range(2)], mask=mask,
                    objective=objective, residual=residual, strength=strength)
     inside = mask.expand_as(out).bool()
     assert torch.allclose(out[inside], x_star.expand_as(out)[inside], atol=1e-4)
@@ -164,7 +165,7 @@ def test_strength_one_is_the_plain_sampler_and_lower_strength_starts_from_the_so
     net = Gaussian(0.5)
     cond = torch.rand(1, 3, 8, 8) * 2 - 1
     g = D.gammas(TRAIN_SCHEDULE)
-    run = lambda **kw: S.ddim(net, cond, g, steps=10, generators=[S.sample_generator(2, 0)], **kw)
+    run = lambda **kw: S.ddim(net, cond, g, steps=10, generators=[seeds.generator(2, 0)], **kw)
     assert torch.equal(run(strength=1.0), run())
     # At tiny strength, the start is the source with almost no noise, and the Gaussian-prior
     # denoiser only shrinks it a little: the output stays close to the source.
@@ -181,7 +182,7 @@ def test_dpmpp_agrees_with_ddim_on_an_analytic_problem():
     net = Gaussian(0.5)
     cond = torch.zeros(2, 3, 16, 16)
     g = D.gammas(TRAIN_SCHEDULE)
-    gens = lambda: [S.sample_generator(9, k) for k in range(2)]
+    gens = lambda: [seeds.generator(9, k) for k in range(2)]
     x_T, g_T = S.randn_like_per_sample(cond, gens()), g[-1].item()
     exact = (x_T * 0.5 / math.sqrt(g_T * 0.25 + 1 - g_T)).clamp(-1, 1)
     ddim_many = S.ddim(net, cond, g, steps=1000, generators=gens(), clip=False)
@@ -199,11 +200,11 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
     net = Gaussian(0.5)
     cond = torch.zeros(1, 3, 8, 8)
     g = D.gammas(TRAIN_SCHEDULE)
-    run = lambda eta, seed: S.ddim(net, cond, g, steps=10, eta=eta, generators=[S.sample_generator(seed, 0)])
+    run = lambda eta, seed: S.ddim(net, cond, g, steps=10, eta=eta, generators=[seeds.generator(seed, 0)])
     assert torch.equal(run(0.0, 3), run(0.0, 3))
     assert not torch.equal(run(0.0, 3), run(0.0, 4))
     # eta = 0 uses only the starting noise; eta = 1 draws fresh noise at each step.
-    gen_a, gen_b = S.sample_generator(3, 0), S.sample_generator(3, 0)
+    gen_a, gen_b = seeds.generator(3, 0), seeds.generator(3, 0)
     S.ddim(net, cond, g, steps=10, eta=0.0, generators=[gen_a])
     S.ddim(net, cond, g, steps=10, eta=1.0, generators=[gen_b])
     assert not torch.equal(torch.randn(4, generator=gen_a), torch.randn(4, generator=gen_b))
@@ -217,7 +218,7 @@ def test_sample_i_does_not_depend_on_the_batch():
     net = tiny_network()
     cond = torch.rand(3, 3, 32, 32) * 2 - 1
     g = D.gammas(TRAIN_SCHEDULE)
-    gens = lambda ks: [S.sample_generator(5, k) for k in ks]
+    gens = lambda ks: [seeds.generator(5, k) for k in ks]
     # The noise of sample i is bit-identical whatever else is drawn beside it.
     assert torch.equal(S.randn_like_per_sample(cond, gens([0, 1, 2]))[1],
                        S.randn_like_per_sample(cond[1:2], gens([1]))[0])
@@ -229,7 +230,7 @@ def test_sample_i_does_not_depend_on_the_batch():
 
 
 def test_sample_generators_are_distinct_and_reproducible():
-    draw = lambda seed, k: torch.randn(8, generator=S.sample_generator(seed, k))
+    draw = lambda seed, k: torch.randn(8, generator=seeds.generator(seed, k))
     assert torch.equal(draw(0, 1), draw(0, 1))
     assert not torch.equal(draw(0, 1), draw(0, 2))
     assert not torch.equal(draw(0, 1), draw(1, 1))

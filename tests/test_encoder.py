@@ -13,10 +13,11 @@ from palette_cli import config as cfg
 from palette_cli import features, pipeline, tasks
 from palette_cli.tasks.colorize import to_gray
 from palette_cli.tasks.masks import center_mask
-from palette_cli.checkpoint import build_network, load_model, native_bf16, save_model
+from palette_cli.checkpoint import build_network, load_model, save_model
+from palette_cli.devices import native_bf16, resolve_precision
 from palette_cli.data import random_crop, random_crop_view
 from palette_cli.errors import PaletteError
-from palette_cli.train import TrainConfig, _grown, finetune, resolve_precision, train, with_encoder
+from palette_cli.train import TrainConfig, _grown, finetune, train, with_encoder
 from palette_cli.unet import UNet
 
 from conftest import DATA, make_tiny_model, randomize
@@ -159,8 +160,8 @@ def test_finetune_adds_an_encoder_to_a_model_without_one(tmp_path):
 
 def test_precision_auto_follows_the_processor():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
-    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu, training=True) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu, training=True) == "fp32"
 
 
 def test_saved_configs_round_trip_through_save_model(tmp_path):

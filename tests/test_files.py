@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 from palette_cli import files
-from palette_cli.data import find_images
 from palette_cli.errors import PaletteError
-from palette_cli.evaluate import find_images as eval_images
 
 
 
@@ -47,8 +45,8 @@ def test_training_and_evaluation_skip_our_outputs_and_hidden_files_like_inferenc
                  "notes.txt", "d.gif"):
         (tmp_path / name).write_bytes(b"x")
     expected = ["a.png", "a.blur.0.png", "b.JPG", "d.gif", "sub/c.webp"]  # blur is no task of ours
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])) == sorted(expected)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in eval_images(tmp_path)) == sorted(expected)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in files.training_images([tmp_path])) == sorted(expected)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in files.evaluation_images(tmp_path)) == sorted(expected)
     inputs, _ = files.find_inputs([str(tmp_path)], recursive=True)
     assert sorted(i.relative.as_posix() for i in inputs) == sorted(expected)
 

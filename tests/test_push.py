@@ -20,7 +20,8 @@ from huggingface_hub import ModelCard, constants
 from conftest import make_tiny_model
 from palette_cli.checkpoint import HUB_FILES, WEIGHTS_NAME
 from palette_cli.errors import PaletteError
-from palette_cli.hub import complete_card, push_model, render_card
+from palette_cli.cards import complete_card, render_card
+from palette_cli.hub import push_model
 
 
 class FakeHub(BaseHTTPRequestHandler):

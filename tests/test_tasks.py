@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from palette_cli import tasks
+from palette_cli.diffusion import fill_noise
 from palette_cli.errors import PaletteError
 from palette_cli.images import mask_from_image
 from palette_cli import images
@@ -22,7 +23,6 @@ from palette_cli.tasks.masks import (
     UNCROP_SIDES,
     box_mask,
     center_mask,
-    fill_noise,
     free_form_mask,
     random_box_mask,
     train_inpaint_mask,
@@ -405,25 +405,25 @@ def test_recombined_chroma_follows_the_prediction():
 @pytest.mark.parametrize("h, w", [(64, 96), (32, 32), (20, 50), (33, 70), (5, 3)])
 def test_tiles_merge_back_to_the_image(h, w):
     x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    tiling = jpeg.make_tiling(h, w, tile=32, overlap=8)
-    tiles = jpeg.split_tiles(x, tiling)
+    tiling = images.make_tiling(h, w, tile=32, overlap=8)
+    tiles = images.split_tiles(x, tiling)
     assert tiles.shape[1:] == (3, 32, 32)
-    assert torch.allclose(jpeg.merge_tiles(tiles, tiling), x, atol=1e-6)
+    assert torch.allclose(images.merge_tiles(tiles, tiling), x, atol=1e-6)
 
 
 def test_tile_seams_are_blended():
-    tiling = jpeg.make_tiling(64, 96, tile=32, overlap=8)
+    tiling = images.make_tiling(64, 96, tile=32, overlap=8)
     # Neighbouring tiles that disagree completely (-1 vs 1): a hard seam would jump by 2.
     tiles = torch.stack([torch.full((3, 32, 32), (-1.0) ** (i + t // 24)) for i, (t, _) in
                          enumerate(tiling.corners)])
-    merged = jpeg.merge_tiles(tiles, tiling)
+    merged = images.merge_tiles(tiles, tiling)
     jumps = max(merged.diff(dim=1).abs().max(), merged.diff(dim=2).abs().max())
     assert 0 < float(jumps) <= 0.3
 
 
 def test_tile_starts_overlap_and_cover():
     for length in (32, 33, 96, 100, 257):
-        starts = jpeg.tile_starts(length, 32, 8)
+        starts = images.tile_starts(length, 32, 8)
         assert starts[0] == 0 and starts[-1] == max(length - 32, 0)
         assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
 

@@ -12,10 +12,9 @@ from PIL import Image
 
 from conftest import DATA, randomize
 from palette_cli import config as cfg
-from palette_cli import pipeline
+from palette_cli import images, pipeline
 from palette_cli.checkpoint import build_network, load_model, save_model
 from palette_cli.errors import PaletteError
-from palette_cli.tasks import jpeg
 
 COMPACT = cfg.ModelConfig(unet=cfg.PRESETS["compact"], image_size=32, tasks=("jpeg",), steps=1, objective="x0",
                           residual=True, sample_schedule=cfg.TRAIN_SCHEDULE, tile_size=64)
@@ -49,9 +48,9 @@ def test_the_compact_network_has_no_attention_and_runs_at_any_multiple_of_8():
 @pytest.mark.parametrize("length, most, expected", [(768, 512, 400), (512, 512, 512), (100, 512, 112),
                                                     (2000, 512, 512)])
 def test_fitted_tile_sides_cover_with_little_overlap(length, most, expected):
-    side = jpeg.fitted_side(length, most, 16, 16)
+    side = images.fitted_side(length, most, 16, 16)
     assert side == expected and side % 16 == 0 and side <= max(most, -(-length // 16) * 16)
-    starts = jpeg.tile_starts(length, side, 16) if length > side else [0]
+    starts = images.tile_starts(length, side, 16) if length > side else [0]
     assert starts[-1] + side >= length
     assert all(b - a <= side - 16 for a, b in zip(starts, starts[1:]))  # neighbours overlap >= 16
 

@@ -24,7 +24,8 @@ from palette_cli.config import TRAIN_SCHEDULE
 from palette_cli.data import load_rgb, make_item
 from palette_cli.diffusion import gammas, training_loss
 from palette_cli.errors import PaletteError
-from palette_cli.samplers import sample, sample_generator
+from palette_cli.samplers import sample
+from palette_cli.seeds import generator as sample_generator
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -118,7 +119,7 @@ def test_cli_json_and_quiet(photos: Path, tmp_path: Path) -> None:
 
 def test_new_runs_follow_their_tasks_recipe_and_eps_keeps_the_papers_steps() -> None:
     for task, steps in (("colorize", 4), ("jpeg", 2), ("inpaint", 1), ("uncrop", 1)):
-        config = T.TrainConfig(tasks=(task,))
+        config = T.with_recipe(T.TrainConfig(tasks=(task,)))
         model = T.new_model_config(config)
         assert (config.objective, config.residual) == ("x0", True)
         assert (model.objective, model.residual, model.sampler, model.steps, model.strength) == \
@@ -129,14 +130,14 @@ def test_new_runs_follow_their_tasks_recipe_and_eps_keeps_the_papers_steps() -> 
     # Naming another objective drops residual unless asked; eps keeps the paper's 50 DDIM steps.
     # Every new model respaces its own training schedule (the paper's inference schedule stays the
     # ModelConfig default, for converted checkpoints and old directories).
-    paper = T.TrainConfig(tasks=("jpeg",), objective="eps")
+    paper = T.with_recipe(T.TrainConfig(tasks=("jpeg",), objective="eps"))
     assert paper.residual is False
     model = T.new_model_config(paper)
     assert model.sample_schedule == model.train_schedule == T.cfg.TRAIN_SCHEDULE
     assert T.cfg.ModelConfig().sample_schedule == T.cfg.PAPER_SAMPLE_SCHEDULE != model.sample_schedule
     assert (model.sampler, model.steps) == ("ddim", 50)
-    assert T.TrainConfig(tasks=("jpeg",), objective="v").residual is False
-    assert T.TrainConfig(tasks=("jpeg",), objective="eps", residual=True).residual is True
+    assert T.with_recipe(T.TrainConfig(tasks=("jpeg",), objective="v")).residual is False
+    assert T.with_recipe(T.TrainConfig(tasks=("jpeg",), objective="eps", residual=True)).residual is True
     assert T.new_model_config(T.TrainConfig(objective="regression")).steps == 1
 
 
@@ -240,7 +241,7 @@ def test_finetune_keeps_the_config_and_freeze_freezes(tiny_model_dir: Path, phot
     assert decoder and all(torch.equal(weights[k], original[k]) for k in decoder)
     assert sum(not torch.equal(weights[k], original[k]) for k in encoder) > len(encoder) // 2
     train_config = json.loads(state_of(run)["train_config"])
-    assert train_config["lr"] == 1e-3 and train_config["warmup"] == T.FINETUNE_WARMUP
+    assert train_config["lr"] == 1e-3 and train_config["warmup"] == T.cfg.FINETUNE_WARMUP
     assert train_config["freeze"] == "decoder"
 
     # The second stage of a two-stage schedule: everything trains, from the first stage's model.
@@ -309,11 +310,11 @@ def test_run_directory_guards(photos: Path, tmp_path: Path) -> None:
         T.resume([photos], run, {"preset": "small", "steps": 2})
     with pytest.raises(PaletteError, match="no state.pt to resume from"):
         T.resume([photos], tmp_path / "empty")
-    with pytest.raises(PaletteError, match="--image-size 33 must be .* a multiple of 2"):
+    with pytest.raises(PaletteError, match="image_size: 33 must be a multiple of 2"):
         T.train([photos], tmp_path / "a", tiny(image_size=33, steps=1))
-    with pytest.raises(PaletteError, match="--batch-size 3 must be a multiple"):
+    with pytest.raises(PaletteError, match="batch_size: 3 must be a multiple"):
         T.train([photos], tmp_path / "b", tiny(batch_size=3, grad_accum=2, steps=1))
-    with pytest.raises(PaletteError, match="--precision 'fp8' is not one of"):
+    with pytest.raises(PaletteError, match='precision: must be one of auto, fp32, bf16, fp16, got "fp8"'):
         T.train([photos], tmp_path / "c", tiny(precision="fp8", steps=1))
 
 

@@ -242,8 +242,8 @@ def train_command(
     warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps \\[default: {_D.warmup}].")] = None,
     objective: Annotated[str | None, typer.Option(help=f"What the network predicts: x0 (the clean image), v, eps "
                                                   f"(Palette's noise) or regression (one-pass baseline) "
-                                                  f"\\[default: {_D.objective}, measured best on small "
-                                                  f"budgets].")] = None,
+                                                  f"\\[default: the first task's recipe, x0 for every "
+                                                  f"built-in task, measured best on small budgets].")] = None,
     residual: Annotated[bool | None, typer.Option("--residual/--no-residual", help="Diffuse target minus "
                                                   "source (faster to learn) \\[default: on with x0, off "
                                                   "with another --objective].")] = None,

@@ -6,6 +6,7 @@ A task module owns everything its task means, and provides:
     MASKED: bool               the network generates a masked region only (loss and scores on it)
     BASELINE: str              what `baseline` answers, for evaluation reports
     EVAL_OPTIONS: tuple[str]   the `evaluate.EvalSettings` fields that `degrade` and `check` take
+    RECIPE: config.Recipe      what a new model of the task trains (objective) and how it samples
     degrade(target, generator, **eval_options) -> (cond, mask or None)
                                training input (no options) and evaluation input, at the training size
     check(**eval_options)      refuse evaluation options before any image is read
@@ -25,11 +26,13 @@ hole mean-filled) and stays in `diffusion.residual_base`, where the loss and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from ..config import Recipe
 from ..errors import PaletteError
 from . import colorize, inpaint, jpeg, uncrop
 
@@ -50,6 +53,21 @@ def get(name: str) -> ModuleType:
 def names() -> tuple[str, ...]:
     """Every registered task, built-in ones first."""
     return tuple(REGISTRY)
+
+
+def check_names(names: Sequence[str], where: str) -> None:
+    """Refuse task names no module is registered for (a model's tasks, its refine block's)."""
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise PaletteError(f"{where}: unknown task(s) {', '.join(map(repr, unknown))}; "
+                           f"palette knows {', '.join(REGISTRY)}")
+
+
+def recipe(names: Sequence[str]) -> Recipe:
+    """The recipe of a run's first task (a generalist follows its first task)."""
+    if not names:
+        raise PaletteError("a run needs at least one task")
+    return get(names[0]).RECIPE
 
 
 def degrade(task: str, target: Tensor, generator: torch.Generator, **options) -> tuple[Tensor, Tensor | None]:

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from .. import images, metrics
+from ..config import Recipe
 from ..errors import PaletteError
 from . import hints as colour_hints
 from .base import Prepared
@@ -20,6 +21,7 @@ from .base import Prepared
 NAME = "colorize"
 MASKED = False  # the network generates every pixel
 BASELINE = "the gray input"
+RECIPE = Recipe("x0", True, "ddim", 4)  # 4 steps: colourfulness >= 20 while still above the gray PSNR
 EVAL_OPTIONS: tuple[str, ...] = ()  # EvalSettings fields this task reads
 EVAL_POINTS = 10  # colour points scored per image (and given as hints with `palette eval --hints N`)
 EVAL_POINT_RADIUS = 0.016  # their disk's radius, as a share of the image's longer side (4 px at 256)

@@ -11,14 +11,17 @@ from PIL import Image
 from torch import Tensor
 
 from .. import images, seeds
+from ..diffusion import fill_noise
+from ..config import Recipe
 from ..errors import PaletteError
 from .base import Prepared, no_extra_scores
-from .masks import (box_mask, center_mask, check_mask, degrade_with_mask, fill_noise, free_form_mask, masked_view,
+from .masks import (box_mask, center_mask, check_mask, degrade_with_mask, free_form_mask, masked_view,
                     mean_fill, random_box_mask, train_inpaint_mask)
 
 NAME = "inpaint"
 MASKED = True  # the network generates the hole only; the loss and the scores look at the hole
 BASELINE = "mean-colour fill (mean of the known pixels)"
+RECIPE = Recipe("x0", True, "ddim", 1)  # measured with the built-in inpaint model (its card)
 EVAL_OPTIONS = ("mask_mode",)
 
 # Evaluation masks, drawn at the evaluation size from the image's degradation generator.

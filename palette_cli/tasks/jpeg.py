@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from .. import images
+from ..config import Recipe
 from ..errors import PaletteError
 from .base import Prepared, no_extra_scores
 
 NAME = "jpeg"
 MASKED = False
 BASELINE = "the JPEG input"
+RECIPE = Recipe("x0", True, "ddim", 2)  # training objective and sampling of a new model (config.Recipe)
 EVAL_OPTIONS = ("quality",)
 DEFAULT_QUALITY = 10  # evaluation: Palette reports JPEG restoration at quality 5, 10 and 20
 
-# Tiles overlap by this fraction of their side; seams are blended over the overlap.
-TILE_OVERLAP = 0.25
 TILE_MULTIPLE = 16  # fitted tile sides are multiples of this (a network halving the image up to 4 times)
 
 
@@ -88,84 +85,7 @@ def baseline(cond: Tensor, mask: None) -> Tensor:
 extra_scores = no_extra_scores
 
 
-# --- full resolution: overlapping tiles with blended seams -------------------------------------
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering `length`, evenly spread, neighbours overlapping >= `overlap`."""
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - tile) / (tile - overlap)) + 1
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
-
-
-def fitted_side(length: int, most: int, overlap: int, multiple: int) -> int:
-    """The smallest tile side (a multiple of `multiple`, at most about `most`) that covers `length` with
-    as few tiles as `most` allows, neighbours overlapping >= `overlap`: little recomputed overlap."""
-    if length <= most:
-        return -(-length // multiple) * multiple
-    n = math.ceil((length - overlap) / (most - overlap))
-    return -(-math.ceil((length + (n - 1) * overlap) / n) // multiple) * multiple
-
-
-def _ramp(tile: int, overlap: int) -> Tensor:
-    """1-D blending weight: rises linearly over `overlap` pixels at both ends, never zero."""
-    i = torch.arange(tile, dtype=torch.float32)
-    edge = torch.minimum(i, tile - 1 - i) + 1
-    return (edge / max(overlap, 1)).clamp(max=1.0)
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """Where the tiles of an image lie: the padded size, the tile shape and the tile corners."""
-
-    height: int
-    width: int
-    tile: int  # tile height
-    overlap: int
-    corners: tuple[tuple[int, int], ...]  # (top, left) of each tile in the padded image
-    tile_width: int = 0  # 0: square tiles
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(height, width) of every tile."""
-        return self.tile, self.tile_width or self.tile
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        """(H, W) after padding small images up to one tile."""
-        th, tw = self.shape
-        return max(self.height, th), max(self.width, tw)
-
-
-def make_tiling(height: int, width: int, tile: int, overlap: int, tile_width: int = 0) -> Tiling:
-    """Tiles of tile x tile (or tile x tile_width) over an image; images smaller than a tile are padded to one."""
-    th, tw = tile, tile_width or tile
-    ph, pw = max(height, th), max(width, tw)
-    corners = tuple((t, l) for t in tile_starts(ph, th, overlap) for l in tile_starts(pw, tw, overlap))
-    return Tiling(height, width, tile, overlap, corners, tile_width)
-
-
-def split_tiles(x: Tensor, tiling: Tiling) -> Tensor:
-    """(3, H, W) -> (N, 3, tile, tile_width); small images are padded by repeating their edge."""
-    ph, pw = tiling.padded
-    if (ph, pw) != tuple(x.shape[-2:]):
-        x = F.pad(x[None], (0, pw - x.shape[-1], 0, ph - x.shape[-2]), mode="replicate")[0]
-    th, tw = tiling.shape
-    return torch.stack([x[:, t:t + th, l:l + tw] for t, l in tiling.corners])
-
-
-def merge_tiles(tiles: Tensor, tiling: Tiling) -> Tensor:
-    """(N, 3, tile, tile_width) -> (3, H, W): a weighted average where tiles overlap."""
-    ph, pw = tiling.padded
-    th, tw = tiling.shape
-    weight = _ramp(th, tiling.overlap)[:, None] * _ramp(tw, tiling.overlap)[None, :]
-    total = torch.zeros(3, ph, pw)
-    norm = torch.zeros(1, ph, pw)
-    for (t, l), x in zip(tiling.corners, tiles.float().cpu()):
-        total[:, t:t + th, l:l + tw] += x * weight
-        norm[:, t:t + th, l:l + tw] += weight
-    return (total / norm)[:, :tiling.height, :tiling.width]
+# --- full resolution: overlapping tiles with blended seams (images.make_tiling) ----------------
 
 
 def prepare(photo: images.Photo, size: int, *, seed: int = 0, quality: int | None = None, tile: int | None = None,
@@ -178,13 +98,13 @@ def prepare(photo: images.Photo, size: int, *, seed: int = 0, quality: int | Non
         photo = images.Photo(jpeg_recompress(photo.rgb, quality), photo.alpha, photo.icc_profile, photo.mode)
         settings["quality"] = quality
     w, h = photo.size
-    overlap = round(size * TILE_OVERLAP)
+    overlap = round(size * images.TILE_OVERLAP)
     if not tile or tile == size:
-        tiling = make_tiling(h, w, size, overlap)
+        tiling = images.make_tiling(h, w, size, overlap)
     else:
-        th, tw = (max(fitted_side(n, tile, overlap, TILE_MULTIPLE), size) for n in (h, w))
-        tiling = make_tiling(h, w, th, overlap, tw)
-    return Prepared(NAME, photo, split_tiles(images.to_tensor(photo.rgb), tiling), layout=tiling,
+        th, tw = (max(images.fitted_side(n, tile, overlap, TILE_MULTIPLE), size) for n in (h, w))
+        tiling = images.make_tiling(h, w, th, overlap, tw)
+    return Prepared(NAME, photo, images.split_tiles(images.to_tensor(photo.rgb), tiling), layout=tiling,
                     settings=settings)
 
 
@@ -207,4 +127,4 @@ def view_regions(prep: Prepared) -> list[Tensor]:
 
 def finish(prep: Prepared, x: Tensor) -> Image.Image:
     """The restored tiles blended back into one image."""
-    return images.to_pil(merge_tiles(x, prep.layout))
+    return images.to_pil(images.merge_tiles(x, prep.layout))

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .. import images
+from ..diffusion import fill_noise
 from ..errors import PaletteError
 
 UNCROP_SIDES = ("left", "right", "top", "bottom", "all")
@@ -163,14 +164,6 @@ def uncrop_mask(h: int, w: int, side: str, ratio: float = 0.5) -> Tensor:
     else:
         mask[:, length - n :, :] = 1.0
     return mask
-
-
-def fill_noise(img: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
-    """Replace the hole with standard Gaussian noise: img * (1 - mask) + mask * noise."""
-    noise = torch.randn(img.shape, generator=generator, device=generator.device, dtype=img.dtype)
-    noise = noise.to(img.device)
-    mask = mask.to(device=img.device, dtype=img.dtype)
-    return img * (1 - mask) + mask * noise
 
 
 # --- random masks ---------------------------------------------------------------------------

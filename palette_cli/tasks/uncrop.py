@@ -11,14 +11,17 @@ from PIL import Image
 from torch import Tensor
 
 from .. import images, seeds
+from ..diffusion import fill_noise
+from ..config import Recipe
 from ..errors import PaletteError
 from .base import Prepared, no_extra_scores
-from .masks import (UNCROP_SIDES, degrade_with_mask, fill_noise, masked_view, mean_fill, train_uncrop_mask,
+from .masks import (UNCROP_SIDES, degrade_with_mask, masked_view, mean_fill, train_uncrop_mask,
                     uncrop_mask)
 
 NAME = "uncrop"
 MASKED = True
 BASELINE = "mean-colour fill (mean of the known pixels)"
+RECIPE = Recipe("x0", True, "ddim", 1)  # training objective and sampling of a new model (config.Recipe)
 EVAL_OPTIONS = ("side",)
 EVAL_SIDES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
 
