@@ -53,3 +53,42 @@ def test_no_import_cycles():
     for name in graph:
         visit(name, [name])
     assert cycles == []
+
+
+def test_config_imports_no_task_code_and_refine_no_task_module():
+    graph = _graph()
+    assert not {m for m in graph["palette_cli.config"] if m.startswith("palette_cli.tasks")}
+    assert not {m for m in graph["palette_cli.refine"] if m.startswith("palette_cli.tasks")}
+
+
+def test_only_the_cli_imports_typer_or_rich():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        assert not names & {"typer", "rich", "click"}, path
+
+
+def test_the_restoring_commands_stay_thin():
+    assert len((PACKAGE / "cli" / "infer.py").read_text(encoding="utf-8").splitlines()) <= 300
+
+
+def test_no_function_body_is_longer_than_50_lines():
+    """Counted from the first statement after the docstring to the last line of the body."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                body = body[1:]
+            if body and body[-1].end_lineno - body[0].lineno + 1 > 50:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert long == []

@@ -10,104 +10,17 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
 from .common import app, err, error_line, fail, imports_done, out
-from .options import DeviceOpt, DtypeOpt, SamplerOpt, option_groups
+from .options import InputsArg, OutputOptions, RefineOpt, RunOptions, SamplingOptions, option_groups
 
 
-class MaskMode(str, Enum):
-    center = "center"
-    free_form = "free-form"
-
-
-class Refine(str, Enum):
-    auto = "auto"
-    off = "off"
-
-
-class Side(str, Enum):
-    left = "left"
-    right = "right"
-    top = "top"
-    bottom = "bottom"
-    all = "all"
-
-
-# Options shared by every restoring command, declared once as groups (see options.py).
-_OUT, _SAMPLING, _RUN = "Output", "Sampling", "Model and device"
-InputsArg = Annotated[list[str], typer.Argument(
-    help="Image files, folders (with --recursive), globs, or - to read paths from stdin, one per line.",
-    show_default=False)]
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """Where outputs go, what happens to existing ones, what is printed."""
-
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output folder (created if needed). Default: beside each input.",
-        show_default=False, rich_help_panel=_OUT)] = None
-    recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", help="Read folders with their subfolders; outputs keep the folder structure.")] = False
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Keep outputs that already exist (resume an interrupted run).",
-        rich_help_panel=_OUT)] = False
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace outputs that already exist.", rich_help_panel=_OUT)] = False
-    json_lines: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON line per written file: input, output, task, seed, steps, seconds.",
-        rich_help_panel=_OUT)] = False
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="Print nothing but errors.", rich_help_panel=_OUT)] = False
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How many samples and how they are drawn; None: the model's default."""
-
-    num_samples: Annotated[int, typer.Option(
-        "--num-samples", "-n", min=1, help="Samples per input: NAME.TASK.0.png, NAME.TASK.1.png, ...",
-        rich_help_panel=_SAMPLING)] = 1
-    steps: Annotated[Optional[int], typer.Option(
-        "--steps", min=1, help="Sampling steps. Default: the model's.", show_default=False,
-        rich_help_panel=_SAMPLING)] = None
-    sampler: SamplerOpt = None
-    strength: Annotated[Optional[float], typer.Option(
-        "--strength", max=1.0,
-        help="Where sampling starts: 1 = pure noise (the paper), lower = from the noised input (keeps more "
-        "of it). Default: the model's.", show_default=False, rich_help_panel=_SAMPLING)] = None
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Random seed; sample i of a photo is the same whatever else is in the run.",
-        rich_help_panel=_SAMPLING)] = 0
-    guidance: Annotated[Optional[float], typer.Option(
-        "--guidance", min=0.0, help="Models with a pretrained encoder or colour controls: classifier-free guidance "
-        "weight over what the encoder sees and the colour hints/reference (PITI's normalized form); 0 = off. "
-        "Default: the model's.", show_default=False,
-        rich_help_panel=_SAMPLING)] = None
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Which model, where and in which precision."""
-
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, help="Samples per network call. Default: from free memory.", show_default=False,
-        rich_help_panel=_RUN)] = None
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Built-in model name, local model folder or Hub id (org/name or org/name@revision). "
-        "Default: the built-in model named after the command.", show_default=False, rich_help_panel=_RUN)] = None
-    device: DeviceOpt = "auto"
-    dtype: DtypeOpt = "auto"
-    compile: Annotated[bool, typer.Option(
-        "--compile", help="Compile the network (torch.compile) for a folder of many photos: each new photo "
-        "size first waits for the compiler (seconds with its cache warm, a minute or more cold), then runs "
-        "faster where the CPU has native bf16 (no gain in fp32). Outputs may differ from eager by rounding.",
-        rich_help_panel=_RUN)] = False
+MaskMode = Literal["center", "free-form"]
+Side = Literal["left", "right", "top", "bottom", "all"]
 
 
 @dataclass(frozen=True)
@@ -124,13 +37,6 @@ class Request:
 
 
 restoring = option_groups(outputs=OutputOptions, sampling=SamplingOptions, run=RunOptions)
-
-# The masked tasks' coarse-to-fine fills, one option for both commands.
-RefineOpt = Annotated[Refine, typer.Option(
-    "--refine", help="auto: refine the fill at successively doubled sizes up to the photo's own resolution "
-    "(models whose config has a refine block); off: the model-size fill scaled up, as before.",
-    rich_help_panel=_SAMPLING)]
-
 
 @app.command("colorize")
 @restoring
@@ -198,7 +104,7 @@ def _mask_options(mask: Path | None, mask_box: str | None, mask_mode: MaskMode |
             raise typer.BadParameter(f"{mask_box!r}: expected X,Y,W,H in pixels, e.g. 10,20,64,48",
                                      param_hint="--mask-box")
         return {"mask_box": box}
-    return {"mask_mode": mask_mode.value}
+    return {"mask_mode": mask_mode}
 
 
 @app.command("inpaint")
@@ -214,14 +120,14 @@ def inpaint_command(
     mask_mode: Annotated[Optional[MaskMode], typer.Option(
         "--mask-mode", help="center: the central half; free-form: random brush strokes from the seed.",
         show_default=False, rich_help_panel="Mask")] = None,
-    refine: RefineOpt = Refine.auto,
+    refine: RefineOpt = "auto",
     outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
 ) -> None:
     """Fill the masked part of photos; every pixel outside the mask is kept exactly.
 
     Give exactly one of --mask, --mask-box, --mask-mode. Writes OUTDIR/NAME.inpaint.0.png.
     """
-    _run(Request("inpaint", inputs, outputs, sampling, run, _mask_options(mask, mask_box, mask_mode), refine.value))
+    _run(Request("inpaint", inputs, outputs, sampling, run, _mask_options(mask, mask_box, mask_mode), refine))
 
 
 @app.command("uncrop")
@@ -229,19 +135,19 @@ def inpaint_command(
 def uncrop_command(
     *, inputs: InputsArg,
     side: Annotated[Side, typer.Option(
-        "--side", help="Where the canvas grows; all: around the photo.", rich_help_panel="Uncrop")] = Side.right,
+        "--side", help="Where the canvas grows; all: around the photo.", rich_help_panel="Uncrop")] = "right",
     ratio: Annotated[float, typer.Option(
         "--ratio", min=0.01, max=0.99, help="Share of the output that is new, as in training: 0.5 doubles the "
         "width (left/right) or height (top/bottom); with all, the photo keeps half the area.",
         rich_help_panel="Uncrop")] = 0.5,
-    refine: RefineOpt = Refine.auto,
+    refine: RefineOpt = "auto",
     outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
 ) -> None:
     """Extend photos beyond their borders; every original pixel is kept exactly.
 
     Writes OUTDIR/NAME.uncrop.0.png, larger than the input.
     """
-    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side.value, "ratio": ratio}, refine.value))
+    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side, "ratio": ratio}, refine))
 
 
 @app.command("jpeg")

@@ -18,6 +18,8 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import typer
@@ -69,3 +71,83 @@ DtypeOpt = Annotated[Literal["auto", "fp32", "fp16", "bf16"], typer.Option(
     "--dtype", help="Network precision: auto is bf16 where it runs natively (CPUs with AVX512-BF16 or AMX, "
     "CUDA), else fp32 on CPU and fp16 on other GPUs (autocast). On a CPU, half precision computes "
     "each item alone, so outputs never depend on the batch.", rich_help_panel=_RUN)]
+
+
+# --- the restoring commands' options (colorize, inpaint, uncrop, jpeg; `palette ui` takes RunOptions) ------
+
+_OUT = "Output"
+InputsArg = Annotated[list[str], typer.Argument(
+    help="Image files, folders (with --recursive), globs, or - to read paths from stdin, one per line.",
+    show_default=False)]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where outputs go, what happens to existing ones, what is printed."""
+
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output folder (created if needed). Default: beside each input.",
+        show_default=False, rich_help_panel=_OUT)] = None
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Read folders with their subfolders; outputs keep the folder structure.")] = False
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Keep outputs that already exist (resume an interrupted run).",
+        rich_help_panel=_OUT)] = False
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace outputs that already exist.", rich_help_panel=_OUT)] = False
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON line per written file: input, output, task, seed, steps, seconds.",
+        rich_help_panel=_OUT)] = False
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print nothing but errors.", rich_help_panel=_OUT)] = False
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How many samples and how they are drawn; None: the model's default."""
+
+    num_samples: Annotated[int, typer.Option(
+        "--num-samples", "-n", min=1, help="Samples per input: NAME.TASK.0.png, NAME.TASK.1.png, ...",
+        rich_help_panel=_SAMPLING)] = 1
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", min=1, help="Sampling steps. Default: the model's.", show_default=False,
+        rich_help_panel=_SAMPLING)] = None
+    sampler: SamplerOpt = None
+    strength: Annotated[Optional[float], typer.Option(
+        "--strength", max=1.0,
+        help="Where sampling starts: 1 = pure noise (the paper), lower = from the noised input (keeps more "
+        "of it). Default: the model's.", show_default=False, rich_help_panel=_SAMPLING)] = None
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Random seed; sample i of a photo is the same whatever else is in the run.",
+        rich_help_panel=_SAMPLING)] = 0
+    guidance: Annotated[Optional[float], typer.Option(
+        "--guidance", min=0.0, help="Models with a pretrained encoder or colour controls: classifier-free guidance "
+        "weight over what the encoder sees and the colour hints/reference (PITI's normalized form); 0 = off. "
+        "Default: the model's.", show_default=False,
+        rich_help_panel=_SAMPLING)] = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Which model, where and in which precision."""
+
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, help="Samples per network call. Default: from free memory.", show_default=False,
+        rich_help_panel=_RUN)] = None
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Built-in model name, local model folder or Hub id (org/name or org/name@revision). "
+        "Default: the built-in model named after the command.", show_default=False, rich_help_panel=_RUN)] = None
+    device: DeviceOpt = "auto"
+    dtype: DtypeOpt = "auto"
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Compile the network (torch.compile) for a folder of many photos: each new photo "
+        "size first waits for the compiler (seconds with its cache warm, a minute or more cold), then runs "
+        "faster where the CPU has native bf16 (no gain in fp32). Outputs may differ from eager by rounding.",
+        rich_help_panel=_RUN)] = False
+
+
+# The masked tasks' coarse-to-fine fills, one option for inpaint and uncrop.
+RefineOpt = Annotated[Literal["auto", "off"], typer.Option(
+    "--refine", help="auto: refine the fill at successively doubled sizes up to the photo's own resolution "
+    "(models whose config has a refine block); off: the model-size fill scaled up, as before.",
+    rich_help_panel=_SAMPLING)]
