@@ -185,6 +185,26 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(x), mode="RGB")
 
 
+# ITU-R BT.601 luma weights (JPEG's full-range YCbCr); luma is linear, so they apply to [-1, 1] values.
+KR, KG, KB = 0.299, 0.587, 0.114
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [-1, 1] -> Y, Cb, Cr in [-1, 1] (BT.601 full range)."""
+    r, g, b = x.unbind(-3)
+    y = KR * r + KG * g + KB * b
+    return torch.stack([y, (b - y) / (2 * (1 - KB)), (r - y) / (2 * (1 - KR))], dim=-3)
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_ycbcr`."""
+    y, cb, cr = x.unbind(-3)
+    r = y + 2 * (1 - KR) * cr
+    b = y + 2 * (1 - KB) * cb
+    g = (y - KR * r - KB * b) / KG
+    return torch.stack([r, g, b], dim=-3)
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bicubic resize of (C, H, W) or (B, C, H, W) to size (H, W), clamped to [-1, 1]."""
     batch = x if x.dim() == 4 else x[None]

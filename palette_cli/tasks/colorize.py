@@ -26,15 +26,11 @@ EVAL_OPTIONS: tuple[str, ...] = ()  # EvalSettings fields this task reads
 EVAL_POINTS = 10  # colour points scored per image (and given as hints with `palette eval --hints N`)
 EVAL_POINT_RADIUS = 0.016  # their disk's radius, as a share of the image's longer side (4 px at 256)
 
-# ITU-R BT.601 luma weights (JPEG's full-range YCbCr); luma is linear, so it applies to [-1, 1] values.
-_KR, _KG, _KB = 0.299, 0.587, 0.114
-
-
 def to_gray(img: Tensor) -> Tensor:
     """BT.601 luminance of a (3,H,W) or (B,3,H,W) image, repeated to 3 channels."""
     if img.dim() not in (3, 4) or img.shape[-3] != 3:
         raise PaletteError(f"expected an image shaped (3,H,W) or (B,3,H,W), got {tuple(img.shape)}")
-    weights = torch.tensor((_KR, _KG, _KB), dtype=img.dtype, device=img.device).view(3, 1, 1)
+    weights = torch.tensor((images.KR, images.KG, images.KB), dtype=img.dtype, device=img.device).view(3, 1, 1)
     y = (img * weights).sum(dim=-3, keepdim=True)
     return y.expand_as(img).contiguous()
 
@@ -61,22 +57,6 @@ def extra_scores(image: Tensor) -> dict[str, float]:
 # --- full resolution: chroma at model resolution, luminance at full resolution ----------------
 
 
-def _rgb_to_ycbcr(x: Tensor) -> Tensor:
-    """(3, H, W) RGB in [-1, 1] -> Y, Cb, Cr in [-1, 1] (BT.601 full range)."""
-    r, g, b = x
-    y = _KR * r + _KG * g + _KB * b
-    return torch.stack([y, (b - y) / (2 * (1 - _KB)), (r - y) / (2 * (1 - _KR))])
-
-
-def _ycbcr_to_rgb(x: Tensor) -> Tensor:
-    """Inverse of `_rgb_to_ycbcr`."""
-    y, cb, cr = x
-    r = y + 2 * (1 - _KR) * cr
-    b = y + 2 * (1 - _KB) * cb
-    g = (y - _KR * r - _KB * b) / _KG
-    return torch.stack([r, g, b])
-
-
 def recombine_chroma(original: Image.Image, colour: Tensor) -> Image.Image:
     """The original's full-resolution luminance with the chroma of `colour` (3, h, w) upsampled.
 
@@ -84,13 +64,13 @@ def recombine_chroma(original: Image.Image, colour: Tensor) -> Image.Image:
     luminance stays the original's at every pixel.
     """
     w, h = original.size
-    luma = _rgb_to_ycbcr(images.to_tensor(original))[0]
-    chroma = _rgb_to_ycbcr(colour.float().cpu())[1:]
+    luma = images.rgb_to_ycbcr(images.to_tensor(original))[0]
+    chroma = images.rgb_to_ycbcr(colour.float().cpu())[1:]
     if tuple(chroma.shape[-2:]) != (h, w):
         chroma = F.interpolate(chroma[None], size=(h, w), mode="bicubic", antialias=True,
                                align_corners=False)[0]
     # RGB = Y + t * offset, linear in the chroma; the largest t <= 1 that stays in [-1, 1].
-    offset = _ycbcr_to_rgb(torch.cat([torch.zeros_like(luma)[None], chroma]))
+    offset = images.ycbcr_to_rgb(torch.cat([torch.zeros_like(luma)[None], chroma]))
     room = torch.where(offset > 0, 1 - luma, -1 - luma) / offset.where(offset != 0, torch.ones(()))
     t = room.where(offset != 0, torch.ones(())).amin(dim=0).clamp(0, 1)
     return images.to_pil((luma + t * offset).clamp(-1, 1))
@@ -227,10 +207,10 @@ def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
     reference = (prep.layout or {}).get("reference_chroma")
     if hint_map is None and reference is None:
         return colour
-    ycc = _rgb_to_ycbcr(colour.float())
+    ycc = images.rgb_to_ycbcr(colour.float())
     chroma = ycc[1:]
     if reference is not None:
         chroma = colour_hints.match_chroma(chroma, reference)
     if hint_map is not None:
         chroma = colour_hints.propagate(chroma, prep.cond[0, 0].float(), hint_map[0])
-    return _ycbcr_to_rgb(torch.cat([ycc[:1], chroma]))
+    return images.ycbcr_to_rgb(torch.cat([ycc[:1], chroma]))

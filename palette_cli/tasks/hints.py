@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .. import images
 from ..errors import PaletteError
 
 HINT_CHANNELS = 3  # Cb, Cr, mask
 BINS = 8  # reference histogram bins per chroma axis
 REFERENCE_CHANNELS = BINS * BINS
 CHROMA_RANGE = 0.5  # histogram bins span [-CHROMA_RANGE, CHROMA_RANGE] of Cb and Cr; beyond is clamped
-_KR, _KG, _KB = 0.299, 0.587, 0.114
 _SCALE = 2.0  # hint chroma x this: natural chroma rarely leaves [-0.5, 0.5]
 TRAIN_HINT_P = 0.125  # hints per training item ~ Geometric(p) - 1: none for 1 in 8, mean 7
 TRAIN_MAX_HINTS = 24
@@ -35,9 +35,7 @@ TRAIN_REFERENCE_DROPOUT = 0.5  # share of training items shown no reference
 
 def chroma(img: Tensor) -> Tensor:
     """Cb, Cr of (..., 3, H, W) RGB in [-1, 1] -> (..., 2, H, W)."""
-    r, g, b = img.unbind(-3)
-    y = _KR * r + _KG * g + _KB * b
-    return torch.stack([(b - y) / (2 * (1 - _KB)), (r - y) / (2 * (1 - _KR))], dim=-3)
+    return images.rgb_to_ycbcr(img)[..., 1:, :, :]
 
 
 # --- hints ------------------------------------------------------------------------------------
