@@ -476,8 +476,7 @@ class _Trainer:
     def _setup_optimizer(self, network: nn.Module, state: dict[str, Any] | None) -> None:
         """The trained network, its optimizer, the EMA copy (rank 0) and the loss scaler."""
         c, d = self.config, self.d
-        # NHWC: oneDNN's (and cuDNN's) bf16/fp16 convolutions want it, backward included.
-        self.network = network.to(d.device, memory_format=torch.channels_last).train()
+        self.network = network.to(d.device, memory_format=_layout(c.precision)).train()
         frozen = _PARTS.get(c.freeze, ())
         for name, p in self.network.named_parameters():
             p.requires_grad_(not name.startswith(frozen))
@@ -487,7 +486,7 @@ class _Trainer:
         self.ema: nn.Module | None = None
         if d.rank == 0:
             self.ema = build_network(self.model_config, state["ema"] if state else None).to(
-                d.device, memory_format=torch.channels_last)
+                d.device, memory_format=_layout(c.precision))
             if state is None:
                 self.ema.load_state_dict(self.network.state_dict())
             self.ema.requires_grad_(False)
@@ -776,6 +775,12 @@ class _StepBatches(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return (self.total - self.start) * self.accum
+
+
+def _layout(precision: str) -> torch.memory_format:
+    """NHWC for half-precision training: oneDNN's (and cuDNN's) bf16/fp16 convolutions want it, backward
+    included (measured 5-8% faster in bf16 here); plain NCHW in fp32, where NHWC measured 5-10% slower."""
+    return torch.channels_last if precision in ("bf16", "fp16") else torch.contiguous_format
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
