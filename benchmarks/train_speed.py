@@ -13,7 +13,9 @@ forward and backward, and the encoder's forward when the model has one; 2 FLOPs 
 
     fraction = (training images/s x FLOPs per image) / matmul FLOP/s
 
-Prints a summary, or with `--json` one JSON line.
+Prints a summary, or with `--json` one JSON line (with the 1-minute load average before and after).
+On a machine whose cores are shared, compare `--threads 1` with the default: there one thread
+trained 5-7x faster than two (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -107,6 +110,7 @@ def measure(args: argparse.Namespace) -> dict:
     precision = resolve_precision(config.precision, torch.device("cpu"), training=True)
     config = dataclasses.replace(config, precision=precision)
     data = [Path(p) for p in args.data]
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     flops_step = count_flops(data, config)
     clock = StepClock(DTYPES[precision], args.peak_every, args.peak_size)
     clock.peaks.append(matmul_flops(clock.dtype, args.peak_size))
@@ -125,7 +129,7 @@ def measure(args: argparse.Namespace) -> dict:
             "peak_gflops": round(peak / 1e9, 1), "peak_gflops_all": [round(p / 1e9, 1) for p in clock.peaks],
             "peak_matmul": f"{args.peak_size}^3 {precision}", "fraction": round(achieved / peak, 3),
             "optimisations": optimisations(config), "torch": torch.__version__, "cpu": cpu_name(),
-            "native_bf16": native}
+            "native_bf16": native, "load_avg_1min": [load_before, os.getloadavg()[0] if load_before is not None else None]}
 
 
 def make_config(args: argparse.Namespace) -> train.TrainConfig:
