@@ -15,7 +15,7 @@ forward and backward, and the encoder's forward when the model has one; 2 FLOPs 
 
 Prints a summary, or with `--json` one JSON line (with the 1-minute load average before and after).
 On a machine whose cores are shared, compare `--threads 1` with the default: there one thread
-trained 5-7x faster than two (benchmarks/README.md).
+trained 4-13x faster than two (benchmarks/README.md).
 """
 
 from __future__ import annotations
