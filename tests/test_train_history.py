@@ -70,8 +70,10 @@ def test_finetuning_a_model_with_no_recorded_history_starts_the_count(tmp_path: 
     assert history(tmp_path / "ft" / "model").runs == 1
 
 
-def test_builtin_colorize_card_records_its_training() -> None:
+def test_builtin_cards_record_their_training() -> None:
     from palette_cli.checkpoint import resolve
 
     builtin = history(resolve("colorize"))
     assert builtin.steps == 15000 and builtin.images == 120000 and builtin.runs == 2
+    # the fill models: inpaint's run, and uncrop = inpaint + its two finetunes (their cards' recipes)
+    assert history(resolve("inpaint")).steps == 6288 and history(resolve("uncrop")).steps == 6288 + 1876 + 2159
