@@ -43,6 +43,8 @@ class UNetConfig:
     middle_attention: bool = True  # self-attention in the bottleneck; off: fully convolutional
     hint_channels: int = 0  # channels of a colour-hint map concatenated to the input (tasks/hints.py); 0: none
     reference_channels: int = 0  # length of a reference colour vector added to the embedding; 0: none
+    # Channels of the encoder's finer maps (strides 4, 8, 16) fed to the first levels; (): none (unet.py).
+    pyramid_channels: tuple[int, ...] = ()
 
 
 SCHEDULE_KINDS = ("linear", "cosine")
@@ -196,6 +198,7 @@ class TrainConfig:
     encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
     perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
     controls: bool = False  # colorize: learn colour hints and a reference palette (tasks/hints.py)
+    pyramid: bool = False  # feed the encoder's finer maps (strides 4, 8, 16) too, not only its final map
     seed: int = 0
     workers: int = 0  # data loader processes; 0 loads in the training process
     save_every: int = 1000  # steps between checkpoints (one is always written at the end)
@@ -223,7 +226,7 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 _UNET_OPTIONAL = {"encoder_channels": 0, "norm_groups": 32, "middle_attention": True, "hint_channels": 0,
-                  "reference_channels": 0}
+                  "reference_channels": 0, "pyramid_channels": ()}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -334,6 +337,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "resblock_updown": _bool, "conv_resample": _bool, "legacy_attention_order": _bool,
         "noise_embed_scale": _float(0.0, math.inf, low_open=True), "encoder_channels": _int(0),
         "norm_groups": _int(1), "middle_attention": _bool, "hint_channels": _int(0), "reference_channels": _int(0),
+        "pyramid_channels": _tuple(_int(1), nonempty=False),
     },
     EncoderConfig: {
         "name": _choice(ENCODER_NAMES), "sha256": _text(), "size": _int(32),
@@ -378,6 +382,12 @@ def _check_unet(u: UNetConfig, where: str) -> None:
             heads = getattr(u, name)
             if u.num_head_channels == -1 and heads != -1 and ch % heads:
                 raise PaletteError(f"{where}: {ch} channels are not divisible by {name} {heads}")
+    if u.pyramid_channels and not u.encoder_channels:
+        raise PaletteError(f"{where}.pyramid_channels: an encoder's finer maps need its final map too "
+                           f"(encoder_channels is 0)")
+    if len(u.pyramid_channels) > min(3, len(u.channel_mults)):
+        raise PaletteError(f"{where}.pyramid_channels: at most {min(3, len(u.channel_mults))} finer maps "
+                           f"(strides 4, 8, 16) for {len(u.channel_mults)} levels, got {len(u.pyramid_channels)}")
 
 
 def _check_encoder(e: EncoderConfig, where: str) -> None:

@@ -35,6 +35,11 @@ SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 INPUT_SIZE = 224  # the classifier's training resolution
 FEATURES = 1280  # channels of the final map and of the pooled vector
 STRIDE = 32  # the final map is (H / 32, W / 32)
+# The finer maps a pyramid-conditioned UNet also sees: outputs of blocks 2, 4 and 10 (the last block
+# of stages 2, 3 and 5), at strides 4, 8 and 16, with 24, 40 and 112 channels.
+PYRAMID_BLOCKS = (2, 4, 10)
+PYRAMID_STRIDES = (4, 8, 16)
+PYRAMID_CHANNELS = (24, 40, 112)
 WEIGHTS_ENV = "PALETTE_EFFICIENTNET_WEIGHTS"  # overrides where the weights file is looked for
 
 # (repeats, kernel, stride, expansion, in, out) of the seven MBConv stages (EfficientNet-B0 widths).
@@ -99,10 +104,16 @@ class EfficientNetLite0(nn.Module):
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed input (B, 3, H, W) -> the final 1280-channel map, stride 32."""
-        h = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        return self.feature_maps(x, ())[0]
+
+    def feature_maps(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        """The final map, then the outputs of the blocks numbered in `taps`, in that order."""
+        h, tapped = F.relu6(self._bn0(self._conv_stem(x))), {}
+        for i, block in enumerate(self._blocks):
             h = block(h)
-        return F.relu6(self._bn1(self._conv_head(h)))
+            if i in taps:
+                tapped[i] = h
+        return [F.relu6(self._bn1(self._conv_head(h)))] + [tapped[i] for i in taps]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fmap = self.feature_map(x)
@@ -178,13 +189,35 @@ def load(sha256: str = SHA256, device: str | torch.device = "cpu") -> EfficientN
     return _cached(str(weights_path()), sha256).to(device)
 
 
-def encode(network: EfficientNetLite0, views: torch.Tensor, size: int) -> torch.Tensor:
+def encode(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: bool = False) -> torch.Tensor:
     """Base images (B, 3, H, W) in [-1, 1] -> final maps (B, 1280, size/32, size/32), no gradient.
 
-    Runs under whatever autocast the caller set (bf16 halves its cost on CPUs with native bf16)."""
+    With `pyramid`, the finer maps follow the final one on the channel axis, each folded onto the
+    final map's grid by space-to-depth (`pack_pyramid`): one tensor, so every place that drops,
+    batches or guides the condition treats it as before. Runs under whatever autocast the caller
+    set (bf16 halves its cost on CPUs with native bf16)."""
     with torch.no_grad():
-        x = preprocess(views, size)
-        return network.feature_map(x.contiguous(memory_format=torch.channels_last)).float()
+        x = preprocess(views, size).contiguous(memory_format=torch.channels_last)
+        if not pyramid:
+            return network.feature_map(x).float()
+        final, *taps = network.feature_maps(x, PYRAMID_BLOCKS)
+        return pack_pyramid(final, taps).float()
+
+
+def pack_pyramid(final: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+    """(B, 1280, h, w) and maps at strides 4, 8, 16 -> (B, 1280 + sum(c * (32 / s)^2), h, w), lossless."""
+    folded = [F.pixel_unshuffle(t, STRIDE // s) for t, s in zip(taps, PYRAMID_STRIDES)]
+    return torch.cat([final] + [f.to(final.dtype) for f in folded], dim=1)
+
+
+def unpack_pyramid(packed: torch.Tensor, channels: int, pyramid: tuple[int, ...]) -> list[torch.Tensor]:
+    """The inverse of `pack_pyramid` for the first len(pyramid) finer maps: [(B, c, h*32/s, w*32/s)]."""
+    maps, start = [], channels
+    for c, s in zip(pyramid, PYRAMID_STRIDES):
+        fold = (STRIDE // s) ** 2
+        maps.append(F.pixel_shuffle(packed[:, start:start + c * fold], STRIDE // s))
+        start += c * fold
+    return maps
 
 
 def perceptual_distance(network: EfficientNetLite0, x: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:

@@ -226,7 +226,8 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
 
     network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
     # One view at a time: under CPU autocast a batch's shape changes the rounding (see guidance.OneByOne).
-    return torch.cat([features.encode(network, view[None].to(model.device), encoder.size) for view in views])
+    pyramid = bool(model.config.unet.pyramid_channels)
+    return torch.cat([features.encode(network, view[None].to(model.device), encoder.size, pyramid) for view in views])
 
 
 def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:

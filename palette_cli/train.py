@@ -60,7 +60,7 @@ SAMPLES_DIR = "samples"
 STATE_FORMAT = 1
 
 # Fields a resumed run may not change: they shape the network or its optimizer.
-FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder", "controls")
+FIXED_ON_RESUME = ("preset", "objective", "residual", "freeze", "encoder", "controls", "pyramid")
 PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 final map; 224 cost 3x more)
 
 # Parameter-name prefixes of the two halves of the UNet; the noise-level embedding feeds the
@@ -88,6 +88,7 @@ def new_model_config(config: TrainConfig) -> cfg.ModelConfig:
                                sample_schedule=cfg.TRAIN_SCHEDULE, sampler=r.sampler, steps=r.steps,
                                strength=r.strength)
     made = with_encoder(made, config.encoder) if config.encoder else made
+    made = with_pyramid(made) if config.pyramid else made
     return with_controls(dataclasses.replace(made, tasks=config.tasks)) if config.controls else made
 
 
@@ -99,6 +100,17 @@ def with_encoder(model_config: cfg.ModelConfig, name: str) -> cfg.ModelConfig:
     unet = dataclasses.replace(model_config.unet, encoder_channels=features.FEATURES)
     encoder = cfg.EncoderConfig(name=name, sha256=features.SHA256)
     return dataclasses.replace(model_config, unet=unet, encoder=encoder)
+
+
+def with_pyramid(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
+    """The config with the encoder's finer maps (strides 4, 8, 16) entering its first UNet levels."""
+    from . import features
+
+    if model_config.encoder is None:
+        raise PaletteError("the encoder's finer maps (--pyramid) need an encoder (--encoder efficientnet-lite0)")
+    levels = min(len(features.PYRAMID_CHANNELS), len(model_config.unet.channel_mults))
+    unet = dataclasses.replace(model_config.unet, pyramid_channels=features.PYRAMID_CHANNELS[:levels])
+    return dataclasses.replace(model_config, unet=unet)
 
 
 def with_controls(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
@@ -119,7 +131,8 @@ def with_recipe(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, objective=objective, residual=residual)
 
 
-_GROWN = ("feature_embed.", "feature_map_in.", "reference_embed.")  # parts a finetune may add, zero-output
+# Parts a finetune may add, each with a zero output.
+_GROWN = ("feature_embed.", "feature_map_in.", "reference_embed.", "pyramid_in.")
 _FIRST_CONV = "input_blocks.0.0.weight"  # gains zero columns for added hint channels
 
 
@@ -398,6 +411,7 @@ class _Trainer:
         encoder = model_config.encoder
         config = dataclasses.replace(config, image_size=size, encoder=encoder.name if encoder else None,
                                      controls=bool(model_config.unet.hint_channels),
+                                     pyramid=bool(model_config.unet.pyramid_channels),
                                      precision=resolve_precision(config.precision, d.device, training=True))
         self.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
         self.config, self.init = config, init
@@ -445,6 +459,8 @@ class _Trainer:
                 grown = with_encoder(grown, config.encoder)
             if config.controls and not model_config.unet.hint_channels:
                 grown = with_controls(dataclasses.replace(grown, tasks=config.tasks))
+            if config.pyramid and not model_config.unet.pyramid_channels:
+                grown = with_pyramid(grown)
             if grown != model_config:
                 model_config, weights = grown, _grown(grown, weights, str(directory))
             config = dataclasses.replace(config, objective=model_config.objective, residual=model_config.residual,
@@ -628,7 +644,8 @@ class _Trainer:
         if self.encoder is not None:
             from . import features
 
-            condition["features"] = features.encode(self.encoder, batch["view"], self.model_config.encoder.size)
+            condition["features"] = features.encode(self.encoder, batch["view"], self.model_config.encoder.size,
+                                                    pyramid=bool(self.model_config.unet.pyramid_channels))
         if condition and self.model_config.encoder is not None:
             gen = seeds.stream(self.config.seed, "dropout", micro * self.d.world + self.d.rank)
             keep = torch.rand(batch["target"].shape[0], generator=gen) >= self.model_config.encoder.dropout
@@ -655,8 +672,8 @@ class _Trainer:
         from . import features
 
         views = torch.stack([self.validation[i].view for i in rows]).to(self.d.device)
-        return functools.partial(self.ema, features=features.encode(self.encoder, views,
-                                                                    self.model_config.encoder.size))
+        return functools.partial(self.ema, features=features.encode(
+            self.encoder, views, self.model_config.encoder.size, pyramid=bool(self.model_config.unet.pyramid_channels)))
 
     def _perceptual(self) -> Callable | None:
         """W x the frozen classifier's feature distance between predicted and true clean images."""

@@ -5,8 +5,11 @@ gamma is the noise level of each item (the cumulative alpha of Palette), shape (
 features, when the config has `encoder_channels`, is a frozen encoder's map of the base image,
 (B, C, h, w); it enters as guided-diffusion adds class information: pooled and projected into the
 noise-level embedding (the scale-shift of every ResBlock), and projected by a 1x1 convolution onto
-the bottleneck before the middle block. Both projections start at zero, so a network gaining an
-encoder begins as the network it was.
+the bottleneck before the middle block. With `pyramid_channels`, the encoder's finer maps (strides
+4, 8, 16; packed after the final map, see features.pack_pyramid) also enter, each through a 1x1
+convolution onto the input of the first ResBlock of the UNet level whose resolution it matches
+(resized when the UNet runs at another size). Every projection starts at zero, so a network gaining
+an encoder or its pyramid begins as the network it was.
 Module names follow the public Palette trainer so that its checkpoints load key for key.
 """
 
@@ -162,6 +165,15 @@ def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
     return AttentionBlock(ch, heads, cfg.legacy_attention_order, cfg.norm_groups)
 
 
+def _resized(fmap: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """fmap at like's height and width: area-averaged when shrinking, bilinear when growing."""
+    if fmap.shape[-2:] == like.shape[-2:]:
+        return fmap
+    shrink = fmap.shape[-1] > like.shape[-1]
+    return F.interpolate(fmap.float(), size=like.shape[-2:], mode="area" if shrink else "bilinear",
+                         **({} if shrink else {"align_corners": False}))
+
+
 class UNet(nn.Module):
     """Palette's denoiser: (concat[source, x_t], gamma) -> eps."""
 
@@ -181,7 +193,12 @@ class UNet(nn.Module):
         self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels + cfg.hint_channels, ch, 3, padding=1))])
         skip_chans = [ch]
         ds = 1
+        self._pyramid_at: dict[int, int] = {}  # input block index -> pyramid level entering before it
+        pyramid_in = []
         for level, mult in enumerate(cfg.channel_mults):
+            if level < len(cfg.pyramid_channels):
+                self._pyramid_at[len(self.input_blocks)] = level
+                pyramid_in.append(zero_module(nn.Conv2d(cfg.pyramid_channels[level], ch, 1, bias=False)))
             for _ in range(cfg.num_res_blocks):
                 layers: list[nn.Module] = [res(ch, int(mult * base))]
                 ch = int(mult * base)
@@ -214,6 +231,8 @@ class UNet(nn.Module):
                 self.output_blocks.append(Block(*layers))
 
         self._add_condition_inputs(emb_dim, mid)
+        if pyramid_in:
+            self.pyramid_in = nn.ModuleList(pyramid_in)
         self.out = nn.Sequential(GroupNorm32(ch, cfg.norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
@@ -229,6 +248,16 @@ class UNet(nn.Module):
         if r:
             self.reference_embed = nn.Sequential(nn.Linear(r, emb_dim), nn.SiLU(),
                                                  zero_module(nn.Linear(emb_dim, emb_dim)))
+
+    def _pyramid(self, features: torch.Tensor | None) -> list[torch.Tensor]:
+        """The encoder's finer maps, unpacked from `features`; none for the null condition (zeros
+        the size of the final map alone, which the bias-free projections would turn into zeros)."""
+        cfg = self.config
+        if not cfg.pyramid_channels or features is None or features.shape[1] == cfg.encoder_channels:
+            return []
+        from .features import unpack_pyramid
+
+        return unpack_pyramid(features, cfg.encoder_channels, cfg.pyramid_channels)
 
     @property
     def downsample_factor(self) -> int:
@@ -255,15 +284,19 @@ class UNet(nn.Module):
             if features is None:  # the null condition (what training's encoder dropout shows)
                 features = x.new_zeros(x.shape[0], self.config.encoder_channels, 1, 1)
             features = features.to(emb.dtype)
-            emb = emb + self.feature_embed(features.mean(dim=(2, 3)))
+            emb = emb + self.feature_embed(features[:, :cfg.encoder_channels].mean(dim=(2, 3)))
         skips = []
         h = x
         if self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout, as the weights are
-        for block in self.input_blocks:
+        pyramid = self._pyramid(features)
+        for i, block in enumerate(self.input_blocks):
+            if i in self._pyramid_at and pyramid:
+                h = h + self.pyramid_in[self._pyramid_at[i]](_resized(pyramid[self._pyramid_at[i]], h).to(h.dtype))
             h = block(h, emb)
             skips.append(h)
         if features is not None:
+            features = features[:, :cfg.encoder_channels]  # the final map (a pyramid's finer maps follow it)
             fmap = F.adaptive_avg_pool2d(features, h.shape[-2:]) if features.shape[-2:] != h.shape[-2:] else features
             h = h + self.feature_map_in(fmap.to(h.dtype))
         h = self.middle_block(h, emb)

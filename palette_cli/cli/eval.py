@@ -125,7 +125,8 @@ def _print_table(report: dict) -> None:
     div = report["diversity"]
     if "mean" in div:
         out.print(f"diversity: mean pairwise MS-SSIM {div['mean']:.3f} over {div['pairs']} pairs "
-                  f"(lower = more diverse)", markup=False)
+                  f"(lower = more diverse), mean absolute difference {div['mean_abs_diff']:.2f} of 255",
+                  markup=False)
     _print_features(report["features"])
     out.print(f"not computed: {', '.join(report['skipped'])} (see report.json)", markup=False)
 

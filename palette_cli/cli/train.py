@@ -55,6 +55,10 @@ class TrainingOptions:
         "--controls/--no-controls",
         help="Colorize: also learn colour hints (--hint) and a reference photo's colours (--reference) "
         "\\[default: off; finetune keeps the model's].")] = None
+    pyramid: Annotated[bool | None, typer.Option(
+        "--pyramid/--no-pyramid",
+        help="With an encoder: also feed its finer maps (strides 4, 8, 16) to the first levels, for detail "
+        "\\[default: off; finetune keeps the model's].")] = None
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the data order, crops, masks and noise \\[default: {_D.seed}].")] = None
     workers: Annotated[int | None, typer.Option(help=f"Data loader processes \\[default: {_D.workers}].")] = None
