@@ -5,7 +5,8 @@
     python benchmarks/gpu_session.py --dry-run --out dry-out       # the same code on the CPU, toy sizes, < 3 min
 
 Everything it reads travels with the working tree: the code, the built-in models and the packed
-photos (`packed/shard.npz`, at most 24 MiB, written by pack_data.py into the ignored packed/). In order:
+photos (`packed/shard.npz`, at most 24 MiB, written by pack_data.py into packed/, which git ignores:
+a copy of the working tree made for the GPU machine must be told to bring it along). In order:
 
 1. the CUDA-marked tests (`pytest -m cuda`);
 2. for each built-in model in `--models` (colorize, inpaint): a finetune at 128 px with a large batch
