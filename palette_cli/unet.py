@@ -193,12 +193,7 @@ class UNet(nn.Module):
         self.input_blocks = nn.ModuleList([Block(nn.Conv2d(cfg.in_channels + cfg.hint_channels, ch, 3, padding=1))])
         skip_chans = [ch]
         ds = 1
-        self._pyramid_at: dict[int, int] = {}  # input block index -> pyramid level entering before it
-        pyramid_in = []
         for level, mult in enumerate(cfg.channel_mults):
-            if level < len(cfg.pyramid_channels):
-                self._pyramid_at[len(self.input_blocks)] = level
-                pyramid_in.append(zero_module(nn.Conv2d(cfg.pyramid_channels[level], ch, 1, bias=False)))
             for _ in range(cfg.num_res_blocks):
                 layers: list[nn.Module] = [res(ch, int(mult * base))]
                 ch = int(mult * base)
@@ -231,14 +226,13 @@ class UNet(nn.Module):
                 self.output_blocks.append(Block(*layers))
 
         self._add_condition_inputs(emb_dim, mid)
-        if pyramid_in:
-            self.pyramid_in = nn.ModuleList(pyramid_in)
         self.out = nn.Sequential(GroupNorm32(ch, cfg.norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first, cfg.out_channels, 3, padding=1)))
 
     def _add_condition_inputs(self, emb_dim: int, mid: int) -> None:
         """Zero-initialised projections of the encoder's pooled vector (into the embedding) and map
-        (onto the bottleneck's `mid` channels), and of a reference vector (into the embedding): a
+        (onto the bottleneck's `mid` channels), of a reference vector (into the embedding) and of the
+        encoder's finer maps (`_add_pyramid_inputs`): a
         network gaining an encoder or a reference starts as it was."""
         c, r = self.config.encoder_channels, self.config.reference_channels
         if c:
@@ -248,6 +242,20 @@ class UNet(nn.Module):
         if r:
             self.reference_embed = nn.Sequential(nn.Linear(r, emb_dim), nn.SiLU(),
                                                  zero_module(nn.Linear(emb_dim, emb_dim)))
+        self._add_pyramid_inputs()
+
+    def _add_pyramid_inputs(self) -> None:
+        """Zero-initialised, bias-free 1x1 projections of the encoder's finer maps onto the input of
+        the first ResBlock of levels 0, 1, 2 (block 1 + level * (num_res_blocks + 1))."""
+        cfg = self.config
+        self._pyramid_at = {}  # input block index -> the pyramid level added before it
+        projections = []
+        for level, channels in enumerate(cfg.pyramid_channels):
+            width = int(cfg.base_channels * cfg.channel_mults[max(level - 1, 0)])  # what enters that block
+            self._pyramid_at[1 + level * (cfg.num_res_blocks + 1)] = level
+            projections.append(zero_module(nn.Conv2d(channels, width, 1, bias=False)))
+        if projections:
+            self.pyramid_in = nn.ModuleList(projections)
 
     def _pyramid(self, features: torch.Tensor | None) -> list[torch.Tensor]:
         """The encoder's finer maps, unpacked from `features`; none for the null condition (zeros
