@@ -232,8 +232,7 @@ class UNet(nn.Module):
     def _add_condition_inputs(self, emb_dim: int, mid: int) -> None:
         """Zero-initialised projections of the encoder's pooled vector (into the embedding) and map
         (onto the bottleneck's `mid` channels), of a reference vector (into the embedding) and of the
-        encoder's finer maps (`_add_pyramid_inputs`): a
-        network gaining an encoder or a reference starts as it was."""
+        encoder's finer maps (`_add_pyramid_inputs`): a network gaining any of them starts as it was."""
         c, r = self.config.encoder_channels, self.config.reference_channels
         if c:
             self.feature_embed = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(),
