@@ -11,6 +11,7 @@ from conftest import DATA, make_tiny_model
 from PIL import Image
 
 import palette_cli
+from palette_cli.checkpoint import read_config
 from palette_cli import PaletteError
 from palette_cli.config import RefineConfig, from_dict, to_dict
 from palette_cli.pipeline import output_settings, prepare, resolve_sampling, restore, restore_stream
@@ -128,7 +129,7 @@ def test_refine_modes_and_settings_are_checked(models):
     assert resolve_sampling(plain, refine=REFINE).refine == REFINE
 
 
-def test_the_config_block_is_optional_and_checked():
+def test_the_config_block_is_optional_and_checked(tmp_path):
     plain = to_dict(palette_cli.config.ModelConfig())
     assert "refine" not in plain and from_dict(plain).refine is None
     data = {**plain, "refine": {"strength": 0.25}}
@@ -137,11 +138,15 @@ def test_the_config_block_is_optional_and_checked():
                                                                    "tasks": ["inpaint", "uncrop"]}
     for block, message in (({"strength": 0}, "refine.strength: must be in"), ({"steps": 0}, "refine.steps: must be"),
                            ({"block": "x"}, "refine.block: must be an integer"),
-                           ({"tasks": ["blur"]}, "refine.tasks\\[0\\]: must be one of"),
+                           ({"tasks": [3]}, "refine.tasks\\[0\\]: must be a non-empty string"),
                            ({"tiles": 2}, "refine: unknown field"),
                            ({"strength": 0.001, "steps": 9}, "refine.steps: 9 is more than")):
         with pytest.raises(PaletteError, match=message):
             from_dict({**plain, "refine": block})
+    # Task names are checked where a model is loaded (config.py knows no tasks).
+    (tmp_path / "config.json").write_text(json.dumps({**plain, "refine": {"tasks": ["blur"]}}))
+    with pytest.raises(PaletteError, match="config.json: refine.tasks: unknown task\\(s\\) 'blur'"):
+        read_config(tmp_path)
 
 
 def test_the_cli_takes_refine(models, tmp_path):
