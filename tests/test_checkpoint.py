@@ -131,6 +131,7 @@ HUB_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_hub_ids_resolve_offline_from_the_cache(tmp_path):
     # The cache layout huggingface_hub writes: refs/main names a snapshot folder of real files.
     commit = "0123456789abcdef0123456789abcdef01234567"

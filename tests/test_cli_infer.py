@@ -298,6 +298,7 @@ def test_help_does_not_import_torch():
     assert "typer" in imported and not any(name.split(".")[0] == "torch" for name in imported)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_only_complete_files_and_skip_existing_resumes(tmp_path, tiny_model_dir):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -322,6 +323,7 @@ def test_ctrl_c_leaves_only_complete_files_and_skip_existing_resumes(tmp_path, t
     assert len(json_lines(resumed)) == 20 - len(written) and len(list(out.iterdir())) == 20
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_torch_is_imported_exits_130_with_no_outputs(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     args = ["-X", "importtime", "-m", "palette_cli", "colorize", str(PHOTOS[0]), "-o", str(out), "--model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import DATA
 from PIL import Image
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ PHOTO = DATA / "kodim05-96.png"
 _register()
 
 
+@pytest.mark.slow
 def test_compile_restores_what_eager_does(tiny_model_dir, tmp_path):
     outputs = {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):

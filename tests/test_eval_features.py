@@ -86,6 +86,7 @@ def test_eval_at_another_size_goes_through_the_full_resolution_path(tiny_model_d
     assert report["settings"]["image_size"] == 64 and report["num_images"] == 1
 
 
+@pytest.mark.slow
 def test_missing_classifier_weights_stop_eval_before_any_work(labelled, tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PALETTE_EFFICIENTNET_WEIGHTS": str(tmp_path / "gone.pth")}
     args = [sys.executable, "-m", "palette_cli", "eval", str(labelled), "--task", "colorize", "--model",

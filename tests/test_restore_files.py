@@ -35,6 +35,7 @@ def folder(tmp_path) -> Path:
     return photos
 
 
+@pytest.mark.slow
 def test_builtin_jpeg_on_a_folder_without_typer_or_rich(tmp_path):
     """The issue's example, in a fresh interpreter: one PNG per photo, and the CLI's libraries never imported."""
     out = tmp_path / "out"

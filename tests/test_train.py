@@ -338,6 +338,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_torchrun_two_processes_on_cpu(photos: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -354,6 +355,7 @@ def test_torchrun_two_processes_on_cpu(photos: Path, tmp_path: Path) -> None:
     assert T.resume([photos], run, {"steps": 3}).step == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(photos: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "palette_cli", "train", str(photos), "-o", str(run), "--task", "colorize", *TINY,
