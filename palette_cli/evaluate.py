@@ -120,16 +120,13 @@ def score(task: str, image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
 
 
 def _controls(settings: EvalSettings, target: torch.Tensor, index: int) -> tuple[list | None, dict]:
-    """Colorize: the scored colour points of a ground truth, and the controls given to the model."""
-    module = tasks.get(settings.task)
-    if not hasattr(module, "eval_points"):
+    """The task's scored control points of a ground truth and the controls given to the model, for a
+    task that has them (colorize's `eval_controls`); else none."""
+    controls = getattr(tasks.get(settings.task), "eval_controls", None)
+    if controls is None:
         return None, {}
     generator = seeds.generator(settings.seed, index, seeds.STREAMS["eval_points"])
-    points = module.eval_points(target, generator, max(settings.hints, module.EVAL_POINTS))
-    given: dict = {"hints": points[:settings.hints]} if settings.hints else {}
-    if settings.reference:
-        given["reference"] = images.to_pil(target)
-    return points[:module.EVAL_POINTS], given
+    return controls(target, generator, hints=settings.hints, reference=settings.reference)
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:

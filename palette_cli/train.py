@@ -43,7 +43,7 @@ from .checkpoint import CARD_NAME
 from .checkpoint import build_network, default_card, read_config, read_weights, resolve, save_model
 from . import images, seeds
 from . import tasks as task_modules
-from .tasks import hints
+from .tasks.colorize import with_controls
 from .devices import pick_device, resolve_precision
 from .data import TrainingImages, check_images, validation_batch
 from .diffusion import gammas as schedule_gammas
@@ -110,15 +110,6 @@ def with_pyramid(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
         raise PaletteError("the encoder's finer maps (--pyramid) need an encoder (--encoder efficientnet-lite0)")
     levels = min(len(features.PYRAMID_CHANNELS), len(model_config.unet.channel_mults))
     unet = dataclasses.replace(model_config.unet, pyramid_channels=features.PYRAMID_CHANNELS[:levels])
-    return dataclasses.replace(model_config, unet=unet)
-
-
-def with_controls(model_config: cfg.ModelConfig) -> cfg.ModelConfig:
-    """The config with colour hints and a reference vector conditioning its UNet (tasks/hints.py)."""
-    if "colorize" not in model_config.tasks:
-        raise PaletteError("colour controls (--controls) need the colorize task")
-    unet = dataclasses.replace(model_config.unet, hint_channels=hints.HINT_CHANNELS,
-                               reference_channels=hints.REFERENCE_CHANNELS)
     return dataclasses.replace(model_config, unet=unet)
 
 
@@ -653,17 +644,15 @@ class _Trainer:
         return condition
 
     def _controls(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
-        """Colour hints (a few revealed ground-truth colours) and the target's own chroma histogram,
-        dropped for a share of items, for the colorize items of a model with colour controls."""
-        if not self.model_config.unet.hint_channels or "colorize" not in self.config.tasks:
-            return {}
-        target = batch["target"]
-        colorize = (batch["task"] == self.config.tasks.index("colorize")).to(target.device)
-        gen = seeds.stream(self.config.seed, "hints", micro * self.d.world + self.d.rank)
-        given = hints.random_hints(target, gen) * colorize.view(-1, 1, 1, 1)
-        shown = torch.rand(target.shape[0], generator=gen) >= hints.TRAIN_REFERENCE_DROPOUT
-        reference = hints.reference_vector(target).to(target.device) * (shown.to(target.device) & colorize)[:, None]
-        return {"hints": given.to(target.dtype), "reference": reference.to(target.dtype)}
+        """Network inputs a task adds to its own items (colorize's colour controls: `training_condition`)."""
+        condition: dict[str, torch.Tensor] = {}
+        for index, name in enumerate(self.config.tasks):
+            add = getattr(task_modules.get(name), "training_condition", None)
+            if add is not None:
+                gen = seeds.stream(self.config.seed, "hints", micro * self.d.world + self.d.rank)
+                mine = (batch["task"] == index).to(batch["target"].device)
+                condition.update(add(self.model_config, batch["target"], mine, gen))
+        return condition
 
     def _grid_network(self, rows: list[int]):
         """The EMA network for sample-grid rows, given their encoder maps if the model has an encoder."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from .. import images, metrics
-from ..config import Recipe
+from ..config import ModelConfig, Recipe
 from ..errors import PaletteError
 from . import hints as colour_hints
 from .base import Prepared
@@ -214,3 +215,38 @@ def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
     if hint_map is not None:
         chroma = colour_hints.propagate(chroma, prep.cond[0, 0].float(), hint_map[0])
     return images.ycbcr_to_rgb(torch.cat([ycc[:1], chroma]))
+
+
+# --- colour controls in training and evaluation --------------------------------------------------
+
+
+def with_controls(config: ModelConfig) -> ModelConfig:
+    """The config with colour hints and a reference vector conditioning its UNet (tasks/hints.py)."""
+    if NAME not in config.tasks:
+        raise PaletteError("colour controls (controls) need the colorize task")
+    unet = dataclasses.replace(config.unet, hint_channels=colour_hints.HINT_CHANNELS,
+                               reference_channels=colour_hints.REFERENCE_CHANNELS)
+    return dataclasses.replace(config, unet=unet)
+
+
+def training_condition(config: ModelConfig, target: Tensor, mine: Tensor, generator: torch.Generator
+                       ) -> dict[str, Tensor]:
+    """Colour hints (a few revealed ground-truth colours) and the target's own chroma histogram,
+    dropped for a share of items, for this task's items (`mine`) of a model with colour controls."""
+    if not config.unet.hint_channels:
+        return {}
+    given = colour_hints.random_hints(target, generator) * mine.view(-1, 1, 1, 1)
+    shown = torch.rand(target.shape[0], generator=generator) >= colour_hints.TRAIN_REFERENCE_DROPOUT
+    reference = colour_hints.reference_vector(target).to(target.device) * (shown.to(target.device) & mine)[:, None]
+    return {"hints": given.to(target.dtype), "reference": reference.to(target.dtype)}
+
+
+def eval_controls(target: Tensor, generator: torch.Generator, *, hints: int = 0, reference: bool = False
+                  ) -> tuple[list[colour_hints.Hint], dict[str, Any]]:
+    """The scored colour points of a ground truth, and the controls `palette eval` gives the model:
+    the first `hints` of those points, and the ground truth itself as the reference."""
+    points = eval_points(target, generator, max(hints, EVAL_POINTS))
+    given: dict[str, Any] = {"hints": points[:hints]} if hints else {}
+    if reference:
+        given["reference"] = images.to_pil(target)
+    return points[:EVAL_POINTS], given
