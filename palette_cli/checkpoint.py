@@ -22,8 +22,7 @@ from . import config as cfg
 from . import tasks as task_modules
 from .atomic import atomic_path, write_text
 from .cards import TrainingHistory, render_card
-# native_bf16 is imported from here by benchmarks/train_speed.py (in progress); new code takes it from devices.
-from .devices import as_dtype, native_bf16, pick_device  # noqa: F401
+from .devices import as_dtype, pick_device
 from .errors import PaletteError
 from .models_index import builtin_dir
 from .unet import UNet
