@@ -38,7 +38,11 @@ def test_readme_links_the_docs_and_every_link_resolves():
                 assert (page.parent / link).exists(), (page.name, link)
 
 
+# Spelled in pieces so that a search of the repository for these paths finds only real leaks.
+MACHINE_PATHS = ("/" + "work/", "/" + "tmp/", ".." + "/shared")
+
+
 def test_no_machine_paths_in_the_product_docs():
     for page in [README, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").glob("*.md")]:
         text = page.read_text(encoding="utf-8")
-        assert "/work/" not in text and "/tmp/" not in text and "../shared" not in text, page.name
+        assert not [p for p in MACHINE_PATHS if p in text], page.name
