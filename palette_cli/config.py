@@ -41,7 +41,7 @@ class UNetConfig:
     encoder_channels: int = 0  # channels of a frozen encoder's feature map fed in (0: none; see unet.py)
     norm_groups: int = 32  # GroupNorm groups; every level's channel count must be a multiple
     middle_attention: bool = True  # self-attention in the bottleneck; off: fully convolutional
-    hint_channels: int = 0  # channels of a colour-hint map concatenated to the input (tasks/hints.py); 0: none
+    hint_channels: int = 0  # channels of a colour-hint map concatenated to the input (tasks/colour_controls.py); 0: none
     reference_channels: int = 0  # length of a reference colour vector added to the embedding; 0: none
     # Channels of the encoder's finer maps (strides 4, 8, 16) fed to the first levels; (): none (unet.py).
     pyramid_channels: tuple[int, ...] = ()
@@ -197,7 +197,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
     encoder: str | None = None  # a frozen pretrained encoder conditioning the UNet ("efficientnet-lite0")
     perceptual: float = 0.0  # weight of a feature-space loss between predicted and true clean image
-    controls: bool = False  # colorize: learn colour hints and a reference palette (tasks/hints.py)
+    controls: bool = False  # colorize: learn colour hints and a reference palette (tasks/colour_controls.py)
     pyramid: bool = False  # feed the encoder's finer maps (strides 4, 8, 16) too, not only its final map
     seed: int = 0
     workers: int = 0  # data loader processes; 0 loads in the training process

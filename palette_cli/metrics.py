@@ -189,12 +189,12 @@ def pairwise_ms_ssim(samples: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_abs_diff(samples: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference, on the 0..255 scale, of every pair i < j of K samples (K, 3, H, W)."""
+    """Mean absolute difference, on the 0..255 scale, of every pair i < j of K samples (K, 3, H, W) in [-1, 1]."""
     k = samples.shape[0]
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     if not pairs:
         return torch.zeros(0)
-    return torch.stack([(samples[i].float() - samples[j].float()).abs().mean() * 255 for i, j in pairs])
+    return torch.stack([(samples[i].float() - samples[j].float()).abs().mean() * 127.5 for i, j in pairs])
 
 
 def histogram(values: list[float], bins: int = 10, low: float = 0.0, high: float = 1.0) -> dict:

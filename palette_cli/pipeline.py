@@ -177,7 +177,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     batch. callback(done, total) counts sampling steps over all batches. `sampling` (or, when it is
     None, sampler/steps/strength resolved by `resolve_sampling`) says how to sample. `views`
     (B, 3, V, V) are what the model's frozen encoder sees, one per input (required when it has one);
-    `condition` holds other network inputs, B first: colour `hints` and a `reference` (tasks/hints.py)."""
+    `condition` holds other network inputs, B first: colour `hints` and a `reference` (tasks/colour_controls.py)."""
     _check_batch(model, cond, mask, num_samples)
     sampling = sampling or resolve_sampling(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)

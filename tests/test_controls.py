@@ -22,7 +22,7 @@ from palette_cli.cli import _register, app
 from palette_cli.errors import PaletteError
 from palette_cli.evaluate import EvalSettings, evaluate
 from palette_cli.guidance import Guided
-from palette_cli.tasks import hints as H
+from palette_cli.tasks import colour_controls as H
 
 DATA = Path(__file__).parent / "data"
 PHOTO = DATA / "kodim05-96.png"  # 96x64

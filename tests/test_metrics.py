@@ -170,10 +170,10 @@ def test_pairwise_ms_ssim_scores_every_pair():
 
 
 def test_pairwise_abs_diff_is_the_mean_absolute_difference_of_every_pair_in_8_bit_levels():
-    a = torch.zeros(3, 4, 4)
-    b = torch.full((3, 4, 4), 4 / 255)
+    a = torch.zeros(3, 4, 4)  # images in [-1, 1]: one 8-bit level is 2 / 255
+    b = torch.full((3, 4, 4), 2 * 4 / 255)
     c = b.clone()
-    c[0] = 16 / 255  # one channel differs by 12 levels: a third of the pixels' channels
+    c[0] = 2 * 16 / 255  # one channel differs by 12 levels: a third of the pixels' channels
     values = metrics.pairwise_abs_diff(torch.stack([a, b, c]))  # pairs (0,1), (0,2), (1,2)
     assert values.tolist() == pytest.approx([4.0, 8.0, 4.0], abs=1e-4)
     assert metrics.pairwise_abs_diff(a[None]).shape == (0,)

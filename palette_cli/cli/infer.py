@@ -65,7 +65,7 @@ def _colour_options(hint: list[str] | None, hints: Path | None, reference: Path 
     """Colour controls, checked before any photo is read: hint syntax, and that the files can be read."""
     from .. import images
     from ..errors import PaletteError
-    from ..tasks.hints import parse_hint
+    from ..tasks.colour_controls import parse_hint
 
     options: dict[str, Any] = {}
     try:

@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import images, metrics
 from ..config import ModelConfig, Recipe
 from ..errors import PaletteError
-from . import hints as colour_hints
+from . import colour_controls as colour_hints
 from .base import Prepared
 
 NAME = "colorize"
@@ -81,7 +81,7 @@ def prepare(photo: images.Photo, size: int, *, seed: int = 0, hints: list | None
             hints_image: Image.Image | str | None = None, reference: Any = None, **_other: Any) -> Prepared:
     """The whole photo, resized to the model's size and made gray (options of other tasks are ignored).
 
-    Colour controls, for a model trained with them: `hints` (`tasks.hints.Hint`s or `x,y,#rrggbb[,r]`
+    Colour controls, for a model trained with them: `hints` (`tasks.colour_controls.Hint`s or `x,y,#rrggbb[,r]`
     strings, in the photo's pixels), `hints_image` (an RGBA image or its path: opaque pixels are
     hints), `reference` (a photo, PIL image or path whose colours to follow)."""
     small = images.resize(images.to_tensor(photo.rgb), (size, size))
@@ -203,7 +203,7 @@ def finish(prep: Prepared, x: Tensor) -> Image.Image:
 
 def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
     """`colour` (3, S, S) with its chroma matched to the reference's distribution, then moved to the
-    hint colours along the gray photo's edges (tasks/hints.py); unchanged without either."""
+    hint colours along the gray photo's edges (tasks/colour_controls.py); unchanged without either."""
     hint_map = prep.condition.get("hints")
     reference = (prep.layout or {}).get("reference_chroma")
     if hint_map is None and reference is None:
@@ -221,7 +221,7 @@ def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
 
 
 def with_controls(config: ModelConfig) -> ModelConfig:
-    """The config with colour hints and a reference vector conditioning its UNet (tasks/hints.py)."""
+    """The config with colour hints and a reference vector conditioning its UNet (tasks/colour_controls.py)."""
     if NAME not in config.tasks:
         raise PaletteError("colour controls (controls) need the colorize task")
     unet = dataclasses.replace(config.unet, hint_channels=colour_hints.HINT_CHANNELS,

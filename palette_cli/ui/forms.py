@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import images
 from ..errors import PaletteError
-from ..tasks.hints import check_hints, parse_hint
+from ..tasks.colour_controls import check_hints, parse_hint
 
 # The fields every task takes, and those of each task; the first one is required.
 COMMON_FIELDS = ("image", "seed", "num_samples", "steps")
