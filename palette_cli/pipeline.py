@@ -168,12 +168,12 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
                     num_samples: int = 1, sampling: Sampling | None = None, sampler: str | None = None,
                     steps: int | None = None, strength: float | None = None, seed: int = 0,
                     batch_size: int | None = None, callback: Callback | None = None,
-                    views: torch.Tensor | None = None, condition: dict[str, torch.Tensor] | None = None
-                    ) -> torch.Tensor:
+                    views: torch.Tensor | None = None, condition: dict[str, torch.Tensor] | None = None,
+                    first_sample: int = 0) -> torch.Tensor:
     """cond (B,3,H,W) in [-1,1] at the model's resolution, mask (B,1,H,W) (1 = generate) or None.
-    Returns (B, num_samples, 3, H, W) in [-1,1]. Sample k of every input uses
-    seeds.generator(seed, k), so a photo's sample k does not depend on what else is in the run or
-    on the batch size. All B*num_samples samples are batched together up to batch_size per network
+    Returns (B, num_samples, 3, H, W) in [-1,1]: samples first_sample .. first_sample + num_samples - 1.
+    Sample k of every input uses seeds.generator(seed, k), so a photo's sample k does not depend on
+    what else is in the run, on the batch size, or on which samples are drawn with it. All B*num_samples samples are batched together up to batch_size per network
     batch. callback(done, total) counts sampling steps over all batches. `sampling` (or, when it is
     None, sampler/steps/strength resolved by `resolve_sampling`) says how to sample. `views`
     (B, 3, V, V) are what the model's frozen encoder sees, one per input (required when it has one);
@@ -195,7 +195,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     n = b * num_samples
     flat_cond = cond.float().repeat_interleave(num_samples, dim=0)
     flat_mask = None if mask is None else mask.float().repeat_interleave(num_samples, dim=0)
-    sample_index = [i % num_samples for i in range(n)]
+    sample_index = [first_sample + i % num_samples for i in range(n)]
     total = math.ceil(n / batch_size) * sampling.steps
     out = []
     for j, start in enumerate(range(0, n, batch_size)):
@@ -294,9 +294,11 @@ def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
 
 
 def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, sampling: Sampling, *,
-                   seed: int = 0, batch_size: int | None = None, callback: Callback | None = None) -> torch.Tensor:
+                   seed: int = 0, batch_size: int | None = None, callback: Callback | None = None,
+                   first_sample: int = 0) -> torch.Tensor:
     """Samples (1, K, 3, S, S) of a prepared photo refined up to the resolution of its fill (1, K, 3, H, W)
     where `sampling.refine` and the task call for it (see refine.py); otherwise `samples` as they are.
+    They are samples first_sample .. first_sample + K - 1 (their index keys the refinement's noise).
     `callback(done, total)` counts the refinement's sampler steps over all K samples."""
     region_of = getattr(tasks.get(prep.task), "fill_region", None)
     if sampling.refine is None or region_of is None or prep.task not in sampling.refine.tasks:
@@ -306,12 +308,12 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
         return samples
     maps = encoder_maps(model, prep.view, len(prep.cond))
     k = samples.shape[1]
-    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed, j,
-                       batch_size or auto_batch_size(model)) for j in range(k)]
+    runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed,
+                       first_sample + j, batch_size or auto_batch_size(model)) for j in range(k)]
     ticks = [None if callback is None else
              (lambda done, total, j=j: callback(j * total + done, k * total)) for j in range(k)]
-    return torch.stack([refine_fill(run, region, mask, samples[0, run.sample], tick)
-                        for run, tick in zip(runs, ticks)])[None]
+    return torch.stack([refine_fill(run, region, mask, samples[0, j], tick)
+                        for j, (run, tick) in enumerate(zip(runs, ticks))])[None]
 
 
 # --- many photos ----------------------------------------------------------------------------
@@ -319,11 +321,49 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
 
 @dataclass
 class Result:
-    """The outputs of one prepared photo, and the time attributed to it."""
+    """Outputs of one prepared photo, samples `first` .. `first + len(outputs) - 1`, and their time."""
 
     prepared: Prepared
     outputs: list[Image.Image]
     seconds: float
+    first: int = 0  # the sample index of outputs[0]
+    last: bool = True  # whether these are the photo's last samples
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Samples first .. first + count - 1 of one prepared photo."""
+
+    key: Any
+    prep: Prepared
+    first: int
+    count: int
+    last: bool
+
+
+def _groups(items: Iterable[tuple[K, Prepared]], num_samples: int, batch_size: int) -> Iterator[list[_Part]]:
+    """What is sampled together: whole photos until their samples fill a batch; a photo whose samples
+    are more than a batch alone, a batch of samples at a time. Reads `items` only as far as needed."""
+    group: list[_Part] = []
+    count = 0
+    for key, prep in items:
+        tiles = len(prep.cond)
+        if tiles * num_samples > batch_size:
+            if group:
+                yield group
+                group, count = [], 0
+            step = max(1, batch_size // tiles)
+            for first in range(0, num_samples, step):
+                last = first + step >= num_samples
+                yield [_Part(key, prep, first, min(step, num_samples - first), last)]
+            continue
+        group.append(_Part(key, prep, 0, num_samples, True))
+        count += tiles * num_samples
+        if count >= batch_size:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
 
 
 def restore_stream(model: PaletteModel, items: Iterable[tuple[K, Prepared]], *, num_samples: int = 1,
@@ -332,54 +372,42 @@ def restore_stream(model: PaletteModel, items: Iterable[tuple[K, Prepared]], *, 
                    callback: Callback | None = None) -> Iterator[tuple[K, Result]]:
     """Restore prepared photos lazily, several per network batch; yields as each group finishes.
 
-    Photos are grouped until their samples fill a batch, so outputs appear early and memory stays
-    bounded. `callback(done, total)` counts the sampling steps of the current group, then those of each
-    photo's refinement (inpaint, uncrop above the model's size).
+    Photos are grouped until their samples fill a batch, and a photo's samples beyond a batch come a
+    batch at a time (a `Result` per part, `last` on its final one), so outputs appear early and memory
+    stays bounded whatever `num_samples`. `callback(done, total)` counts the sampling steps of the
+    current group, then those of each photo's refinement (inpaint, uncrop above the model's size).
     """
     sampling = sampling or resolve_sampling(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)
-    group: list[tuple[K, Prepared]] = []
-    count = 0
-    iterator = iter(items)
-    while True:
-        item = next(iterator, None)
-        if item is not None:
-            group.append(item)
-            count += len(item[1].cond) * num_samples
-            if count < batch_size:
-                continue
-        if not group:
-            return
-        yield from _run_group(model, group, num_samples=num_samples, sampling=sampling, seed=seed,
-                              batch_size=batch_size, callback=callback)
-        group, count = [], 0
-        if item is None:
-            return
+    for group in _groups(items, num_samples, batch_size):
+        yield from _run_group(model, group, sampling=sampling, seed=seed, batch_size=batch_size, callback=callback)
 
 
-def _run_group(model: PaletteModel, group: list[tuple[K, Prepared]], *, num_samples: int,
-               callback: Callback | None, **options: Any) -> Iterator[tuple[K, Result]]:
-    """Sample one group of photos together (one network batch per input shape), then finish each."""
-    masked = [p.mask is not None for _, p in group]
+def _run_group(model: PaletteModel, group: list[_Part], *, callback: Callback | None,
+               **options: Any) -> Iterator[tuple[Any, Result]]:
+    """Sample one group together (one network batch per input shape and sample range), then finish each."""
+    masked = [part.prep.mask is not None for part in group]
     if any(masked) and not all(masked):
         raise PaletteError("cannot batch masked and unmasked tasks together")
     start = time.perf_counter()
     samples: dict[int, torch.Tensor] = {}
-    for shape in dict.fromkeys(tuple(p.cond.shape[1:]) for _, p in group):
-        members = [i for i, (_, p) in enumerate(group) if tuple(p.cond.shape[1:]) == shape]
-        preps = [group[i][1] for i in members]
+    for shape in dict.fromkeys((tuple(p.prep.cond.shape[1:]), p.first, p.count) for p in group):
+        members = [i for i, p in enumerate(group) if (tuple(p.prep.cond.shape[1:]), p.first, p.count) == shape]
+        preps = [group[i].prep for i in members]
         out = restore_tensors(
             model, torch.cat([p.cond for p in preps]), torch.cat([p.mask for p in preps]) if all(masked) else None,
-            num_samples=num_samples, callback=callback, condition=_stacked_conditions(preps),
+            num_samples=shape[2], first_sample=shape[1], callback=callback, condition=_stacked_conditions(preps),
             views=torch.cat([p.view for p in preps]) if model.config.encoder is not None else None, **options)
         samples.update(zip(members, out.split([len(p.cond) for p in preps])))
-    share = (time.perf_counter() - start) / sum(len(p.cond) for _, p in group)
-    for i, (key, prep) in enumerate(group):
+    share = (time.perf_counter() - start) / sum(len(p.prep.cond) * p.count for p in group)
+    for i, part in enumerate(group):
         begin = time.perf_counter()
-        refined = refine_samples(model, prep, samples[i], options["sampling"], seed=options["seed"],
-                                 batch_size=options["batch_size"], callback=callback)
-        outputs = finish(prep, refined)
-        yield key, Result(prep, outputs, prep.seconds + share * len(prep.cond) + time.perf_counter() - begin)
+        refined = refine_samples(model, part.prep, samples[i], options["sampling"], seed=options["seed"],
+                                 batch_size=options["batch_size"], callback=callback, first_sample=part.first)
+        outputs = finish(part.prep, refined)
+        prepared = part.prep.seconds if part.first == 0 else 0.0
+        seconds = prepared + share * len(part.prep.cond) * part.count + time.perf_counter() - begin
+        yield part.key, Result(part.prep, outputs, seconds, part.first, part.last)
 
 
 def _stacked_conditions(preps: list[Prepared]) -> dict[str, torch.Tensor]:

@@ -57,7 +57,7 @@ class RestoreSettings:
     # inpaint: one of mask (a file, a folder of masks named like the inputs, or a mask image/tensor),
     # mask_box (x, y, w, h pixels) or mask_mode
     mask: Any = None
-    mask_box: tuple[int, int, int, int] | None = None
+    mask_box: tuple[int, int, int, int] | None = None  # or its text, X,Y,W,H
     mask_mode: str | None = None
     # uncrop
     side: str = "right"
@@ -181,15 +181,15 @@ def _check_mask(s: RestoreSettings) -> None:
             raise SettingsError(f"--mask {s.mask}: no such file or folder")
         _set(s, "mask", Path(s.mask))
     if s.mask_box is not None:
-        box = tuple(s.mask_box)
+        box = _parse_box(s.mask_box) if isinstance(s.mask_box, str) else tuple(s.mask_box)
         if len(box) != 4 or not all(isinstance(v, int) for v in box) or box[2] < 1 or box[3] < 1:
             raise SettingsError(f"--mask-box {s.mask_box!r}: expected X,Y,W,H in pixels, e.g. 10,20,64,48")
         _set(s, "mask_box", box)
     _one_of("mask_mode", s.mask_mode, MASK_MODES, optional=True)
 
 
-def parse_box(text: str) -> tuple[int, ...]:
-    """`X,Y,W,H` -> a tuple of ints (checked when the settings are made); () if not integers."""
+def _parse_box(text: str) -> tuple[int, ...]:
+    """`X,Y,W,H` -> a tuple of ints; () if they are not integers."""
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:

@@ -58,53 +58,8 @@ def colorize_command(
     --hint, --hints and --reference steer the colours (models trained with colour controls, as the
     built-in one is); --guidance pushes them harder. Writes OUTDIR/NAME.colorize.0.png (beside the input without -o).
     """
-    _run(Request("colorize", inputs, outputs, sampling, run, _colour_options(hint, hints, reference)))
-
-
-def _colour_options(hint: list[str] | None, hints: Path | None, reference: Path | None) -> dict[str, Any]:
-    """Colour controls, checked before any photo is read: hint syntax, and that the files can be read."""
-    from .. import images
-    from ..errors import PaletteError
-    from ..tasks.colour_controls import parse_hint
-
-    options: dict[str, Any] = {}
-    try:
-        if hint:
-            options["hints"] = [parse_hint(text) for text in hint]
-    except PaletteError as exc:
-        raise typer.BadParameter(str(exc).removeprefix("--hint "), param_hint="--hint") from None
-    for option, path, key in (("--hints", hints, "hints_image"), ("--reference", reference, "reference")):
-        if path is None:
-            continue
-        try:
-            images.load_photo(path, draft=64)
-        except PaletteError as exc:
-            raise fail(f"{option}: {exc}", 2) from None
-        options[key] = path
-    return options
-
-
-def _mask_options(mask: Path | None, mask_box: str | None, mask_mode: MaskMode | None) -> dict[str, Any]:
-    """The one mask option given, checked and parsed."""
-    given = [name for name, value in (("--mask", mask), ("--mask-box", mask_box), ("--mask-mode", mask_mode))
-             if value is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --mask, --mask-box, --mask-mode"
-                                 + (f" (got {', '.join(given)})" if given else ""))
-    if mask is not None:
-        if not mask.exists():
-            raise typer.BadParameter(f"{mask}: no such file or folder", param_hint="--mask")
-        return {"mask": mask}
-    if mask_box is not None:
-        try:
-            box = tuple(int(v) for v in mask_box.split(","))
-        except ValueError:
-            box = ()
-        if len(box) != 4 or box[2] < 1 or box[3] < 1:
-            raise typer.BadParameter(f"{mask_box!r}: expected X,Y,W,H in pixels, e.g. 10,20,64,48",
-                                     param_hint="--mask-box")
-        return {"mask_box": box}
-    return {"mask_mode": mask_mode}
+    _run(Request("colorize", inputs, outputs, sampling, run,
+                 {"hints": tuple(hint or ()), "hints_image": hints, "reference": reference}))
 
 
 @app.command("inpaint")
@@ -127,7 +82,8 @@ def inpaint_command(
 
     Give exactly one of --mask, --mask-box, --mask-mode. Writes OUTDIR/NAME.inpaint.0.png.
     """
-    _run(Request("inpaint", inputs, outputs, sampling, run, _mask_options(mask, mask_box, mask_mode), refine))
+    _run(Request("inpaint", inputs, outputs, sampling, run, {"mask": mask, "mask_box": mask_box,
+                                                             "mask_mode": mask_mode}, refine))
 
 
 @app.command("uncrop")
@@ -216,24 +172,36 @@ class _Display:
                                       "sample": w.sample, "steps": w.steps, "seconds": w.seconds}), markup=False)
 
 
+def _settings(req: Request):
+    """The command's RestoreSettings, checked before any model is loaded (exit 2 if wrong)."""
+    from ..settings import RestoreSettings, SettingsError
+
+    s, r = req.sampling, req.run
+    try:
+        return RestoreSettings(
+            req.task, num_samples=s.num_samples, seed=s.seed, sampler=s.sampler, steps=s.steps, strength=s.strength,
+            guidance=s.guidance, refine=req.refine, batch_size=r.batch_size, device=r.device, dtype=r.dtype,
+            compile=r.compile, **req.task_options)
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+
+
 def _run(req: Request) -> None:
     """Restore every input with one model; exit 1 at the end if any input failed, 2 for unusable settings."""
     if req.outputs.skip_existing and req.outputs.overwrite:
         raise typer.BadParameter("--skip-existing and --overwrite exclude each other")
+    settings = _settings(req)
     from ..errors import PaletteError
     from ..restore import SettingsError, restore_files
 
     imports_done()
-    o, s, r = req.outputs, req.sampling, req.run
+    o = req.outputs
     display = _Display(o)
     try:
         with display.progress:
-            report = restore_files(
-                req.task, _read_args(req.inputs), model=r.model, output=o.output, recursive=o.recursive,
-                num_samples=s.num_samples, seed=s.seed, skip_existing=o.skip_existing, overwrite=o.overwrite,
-                on_progress=display, sampler=s.sampler, steps=s.steps, strength=s.strength, guidance=s.guidance,
-                refine=req.refine, batch_size=r.batch_size, device=r.device, dtype=r.dtype, compile=r.compile,
-                **req.task_options)
+            report = restore_files(settings, _read_args(req.inputs), model=req.run.model, output=o.output,
+                                   recursive=o.recursive, skip_existing=o.skip_existing, overwrite=o.overwrite,
+                                   on_progress=display)
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
     except PaletteError as exc:
@@ -243,10 +211,15 @@ def _run(req: Request) -> None:
                    f"rerun with --skip-existing to resume")
         raise typer.Exit(130) from None
     if not o.quiet and not o.json_lines:
-        where = f" in {o.output}" if o.output else ""
-        kept = f", {report.skipped} already done" if report.skipped else ""
-        err.print(f"{req.task}: wrote {len(report.written)} image(s){where} for {report.succeeded} input(s){kept} "
-                  f"in {report.seconds:.1f} s", markup=False)
+        err.print(summary(req.task, report, o.output), markup=False)
     if report.failures:
-        error_line(f"{len(report.failures)} input(s) failed (see above)")
+        error_line(f"{report.failed} input(s) failed (see above)")
         raise typer.Exit(1)
+
+
+def summary(task: str, report: Any, output: Path | None) -> str:
+    """The closing line: every input tried, as written, failed or already done, and the files written."""
+    done = f", {report.skipped} already done" if report.skipped else ""
+    where = f" in {output}" if output else ""
+    return (f"{task}: {report.succeeded} written, {report.failed} failed{done}; "
+            f"{len(report.written)} image(s){where} in {report.seconds:.1f} s")
