@@ -288,6 +288,92 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(server, monkeypat
     still_serving(server)
 
 
+@pytest.mark.parametrize("host", ["127.attacker.example", "127.0.0.1.nip.io", "localhost.example", "127.1",
+                                  "0x7f.0.0.1", "[::ffff:7f00:1:2]"])
+def test_a_rebinding_name_is_not_this_machine(server, host):
+    """A DNS name pointed at 127.0.0.1 (DNS rebinding) is refused as Host and as a POST's Origin."""
+    port = server.server_address[1]
+    status, _, answer = request(server, "GET", "/api/info", headers={"Host": f"{host}:{port}"})
+    assert status == 403 and "is not this machine" in json.loads(answer)["error"]
+    content_type, body = multipart({"image": PHOTO})
+    for headers in ({"Host": f"{host}:{port}"}, {"Host": f"127.0.0.1:{port}"}):
+        status, _, answer = request(server, "POST", "/api/jpeg", body, {
+            "Content-Type": content_type, "Origin": f"http://{host}:{port}", **headers})
+        assert status == 403, answer
+    still_serving(server)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "[::1]"])
+def test_loopback_names_are_this_machine(server, host):
+    port = server.server_address[1]
+    status, _, _ = request(server, "GET", "/api/info", headers={"Host": f"{host}:{port}"})
+    assert status == 200
+
+
+def test_the_413_comes_before_the_body_and_the_connection_closes(server):
+    """A client that sends only the headers of a 70 MB upload gets its 413 at once, then the end of the stream."""
+    content_type, _ = multipart({"image": PHOTO})
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(f"POST /api/jpeg HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {70 << 20}\r\n\r\n".encode() + b"\0" * 1000)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))  # returns: the server closed its side
+    head, _, data = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"413" and b"Connection: close" in head
+    assert json.loads(data) == {"error": "upload of 70.0 MiB is over the limit of 64.0 MiB"}
+    still_serving(server)
+
+
+def test_32_requests_at_once_each_get_an_answer(server, monkeypatch):
+    """Scripts that call the API in parallel get 200, or 503 with Retry-After once 16 wait: no resets."""
+    monkeypatch.setattr(server.restorer, "max_waiting", 16)
+    content_type, body = multipart({"image": PHOTO, "steps": 2})
+    start = threading.Barrier(32)
+    answers: list[tuple[int, dict[str, str], dict] | BaseException] = []
+
+    def client():
+        start.wait()
+        try:
+            status, headers, data = request(server, "POST", "/api/jpeg", body, {"Content-Type": content_type})
+            answers.append((status, headers, json.loads(data)))
+        except BaseException as exc:  # a reset: the failure this test is for
+            answers.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(answers) == 32 and [a for a in answers if isinstance(a, BaseException)] == []
+    statuses = sorted(status for status, _, _ in answers)
+    assert set(statuses) <= {200, 503} and statuses[0] == 200, (statuses, answers[0][2])
+    for status, headers, answer in answers:
+        if status == 503:
+            assert headers["retry-after"] == "2" and "already waiting" in answer["error"]
+        else:
+            assert png(answer["images"][0]).size == (96, 64)
+    still_serving(server)
+
+
+def test_a_full_wait_queue_is_answered_503_with_retry_after(server, monkeypatch):
+    monkeypatch.setattr(server.restorer, "max_waiting", 2)
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    content_type, body = multipart({"image": PHOTO, "steps": 1})
+    post_one = lambda: answers.append(request(server, "POST", "/api/jpeg", body, {"Content-Type": content_type}))
+    threads = [threading.Thread(target=post_one) for _ in range(4)]
+    with server.restorer._lock:  # a restore in progress: two wait, two are refused at once
+        for thread in threads:
+            thread.start()
+        for _ in range(100):
+            if len(answers) == 2:
+                break
+            time.sleep(0.05)
+        assert [(status, headers["retry-after"], json.loads(data)) for status, headers, data in answers] == \
+            [(503, "2", {"error": "2 restores are already waiting; try again in a moment"})] * 2
+    for thread in threads:
+        thread.join(60)
+    assert [status for status, _, _ in answers] == [503, 503, 200, 200]
+
+
 def test_only_this_machine_and_its_own_page(server):
     status, _, answer = request(server, "GET", "/", headers={"Host": "evil.example:7860"})
     assert status == 403 and "is not this machine" in json.loads(answer)["error"]
@@ -478,6 +564,32 @@ def test_ctrl_c_stops_the_server_cleanly(model_dir):
     finally:
         proc.kill()
     assert proc.returncode == 0 and err.strip().endswith("palette ui: stopped") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_and_removes_its_folder(model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1]), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "palette_cli", "ui", "--port", "0", "--no-browser", "--model",
+                             str(model_dir), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        host, port = proc.stdout.readline().split()[2].removeprefix("http://").strip("/").split(":")
+        assert [p.name[:11] for p in tmp_path.iterdir()] == ["palette-ui-"]  # the server's folder, while it runs
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        content_type, body = multipart({"image": PHOTO})
+        conn.request("POST", "/api/jpeg", body, {"Content-Type": content_type})
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err.strip().endswith("palette ui: stopped") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_page_is_installed_with_the_package():

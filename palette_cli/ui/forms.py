@@ -168,10 +168,11 @@ def _named(field: str, exc: PaletteError, folder: Path) -> BadRequest:
     return BadRequest(f"{field}: " + str(exc).replace(str(folder / field) + os.sep, ""))
 
 
-def load_image(part: Part, folder: Path) -> images.Photo:
-    """The uploaded photo, decoded as the command line decodes a file."""
+def load_image(part: Part, folder: Path) -> tuple[Path, images.Photo]:
+    """The uploaded photo's file and the photo, decoded as the command line decodes a file."""
     try:
-        return images.load_photo(save_upload(part, folder))
+        path = save_upload(part, folder)
+        return path, images.load_photo(path)
     except PaletteError as exc:
         raise _named(part.name, exc, folder) from None
 

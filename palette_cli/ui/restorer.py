@@ -1,12 +1,14 @@
 """The models behind the page, each loaded once, and the one restore that runs at a time.
 
-A restore goes the command line's way: `pipeline.resolve_sampling`, `pipeline.prepare`,
-`pipeline.restore_stream`, and each sample is written by `images.save_png` with `pipeline.png_text`,
+A restore is the command line's: the uploaded photo, saved in the request's folder, goes through
+`restore_files` (decode, prepare, sample, PNG with its metadata and colour profile, written atomically),
 so a downloaded PNG has the pixels and the metadata `palette <task> --seed S -n N` writes.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import images, pipeline
+from .. import pipeline
 from ..checkpoint import PaletteModel, load_model
 from ..devices import pick_device
 from ..errors import PaletteError
+from ..restore import Event, restore_files
 from .forms import BadRequest, SamplingFields
+
+
+MAX_WAITING = 16  # restores that may wait for the one running; more are answered 503 at once
 
 
 class ModelError(PaletteError):
@@ -28,6 +34,12 @@ class ModelError(PaletteError):
 
 class Stopped(PaletteError):
     """The server is stopping: the restore gave up (at its next sampler step) or never started."""
+
+
+class Busy(PaletteError):
+    """Too many restores wait already: the client should retry after `retry_after` seconds."""
+
+    retry_after = 2
 
 
 @dataclass(frozen=True)
@@ -51,9 +63,13 @@ class Progress:
         with self._lock:
             self._state.update(changes)
 
-    def add_waiting(self, delta: int) -> None:
+    def add_waiting(self, delta: int, most: int | None = None) -> bool:
+        """One more (or less) restore waiting; False, and no change, if `most` already wait."""
         with self._lock:
+            if most is not None and self._state["waiting"] + delta > most:
+                return False
             self._state["waiting"] += delta
+            return True
 
     def step(self, done: int, total: int) -> None:
         """The sampler's callback: steps done of the current total."""
@@ -69,9 +85,9 @@ class Restorer:
     for the rest); `device`, `dtype`, `batch_size`, `compile` as the restoring commands take them."""
 
     def __init__(self, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int | None = None, compile: bool = False) -> None:
+                 batch_size: int | None = None, compile: bool = False, max_waiting: int = MAX_WAITING) -> None:
         self.device = pick_device(device)
-        self.dtype, self.batch_size, self.compile = dtype, batch_size, compile
+        self.dtype, self.batch_size, self.compile, self.max_waiting = dtype, batch_size, compile, max_waiting
         self.progress = Progress()
         self._lock = threading.Lock()  # one restore at a time: the others wait here
         self._stopping = threading.Event()
@@ -105,16 +121,19 @@ class Restorer:
         self._lock.release()
         return True
 
-    def _step(self, done: int, total: int) -> None:
-        """The sampler's callback: progress, or the way out when the server stops."""
+    def _event(self, event: Event) -> None:
+        """`restore_files`' progress: sampler steps for the page, or the way out when the server stops."""
         if self._stopping.is_set():
             raise Stopped("the server is stopping")
-        self.progress.step(done, total)
+        if event.kind == "steps":
+            self.progress.step(event.done, event.total)
 
     @contextmanager
     def _turn(self, task: str) -> Iterator[None]:
-        """Wait for the restore before this one to finish; report progress meanwhile."""
-        self.progress.add_waiting(1)
+        """Wait for the restore before this one to finish (Busy if `max_waiting` already wait); report
+        progress meanwhile."""
+        if not self.progress.add_waiting(1, self.max_waiting):
+            raise Busy(f"{self.max_waiting} restores are already waiting; try again in a moment")
         with self._lock:
             self.progress.add_waiting(-1)
             if self._stopping.is_set():
@@ -125,33 +144,28 @@ class Restorer:
             finally:
                 self.progress.update(task=None, done=0, total=0)
 
-    def restore(self, task: str, photo: images.Photo, options: dict[str, Any], sampling: SamplingFields, *,
-                name: str, folder: Path) -> tuple[list[Sample], float]:
-        """The samples of one photo, written as PNGs in `folder` and read back, and the seconds it took."""
+    def restore(self, task: str, photo: Path, options: dict[str, Any], sampling: SamplingFields, *,
+                folder: Path) -> tuple[list[Sample], float]:
+        """The samples of the photo file `photo`, written by `restore_files` in `folder`, read back, and the
+        seconds it took. A failed input is a BadRequest with its message, the folder left out."""
         with self._turn(task):
             start = time.perf_counter()
             model = self.model_for(task)
+            out = folder / "out"
             try:
-                resolved = pipeline.resolve_sampling(model, steps=sampling.steps)
-                with pipeline.autocast(model, self.dtype):
-                    prep = pipeline.prepare(model, task, photo, seed=sampling.seed, **options)
-                    [(_, result)] = pipeline.restore_stream(
-                        model, [(name, prep)], num_samples=sampling.num_samples, sampling=resolved,
-                        seed=sampling.seed, batch_size=self.batch_size, callback=self._step)
+                report = restore_files(task, [photo], model=model, output=out, num_samples=sampling.num_samples,
+                                       seed=sampling.seed, steps=sampling.steps, batch_size=self.batch_size,
+                                       dtype=self.dtype, on_progress=self._event, **options)
             except Stopped:
                 raise
-            except PaletteError as exc:
-                raise BadRequest(str(exc)) from None
-            samples = [self._png(model, result, resolved, sampling.seed, k, name, folder)
-                       for k in range(len(result.outputs))]
+            except PaletteError as exc:  # settings the model cannot run
+                raise BadRequest(_without(str(exc), folder)) from None
+            if report.failures:
+                raise BadRequest(_without(report.failures[0], folder))
+            samples = [Sample(w.output.read_bytes(), w.output.name, w.seed, w.sample) for w in report.written]
             return samples, time.perf_counter() - start
 
-    @staticmethod
-    def _png(model: PaletteModel, result: pipeline.Result, resolved: pipeline.Sampling, seed: int, k: int,
-             name: str, folder: Path) -> Sample:
-        """Sample k written as the command line writes it (pixels, text chunks, colour profile)."""
-        prep = result.prepared
-        text = pipeline.png_text(model, prep, resolved, seed=seed, sample=k, input_name=name)
-        path = folder / f"{Path(name).stem}.{prep.task}.{k}.png"
-        images.save_png(result.outputs[k], path, text, prep.photo.icc_profile)
-        return Sample(path.read_bytes(), path.name, seed, k)
+
+def _without(message: str, folder: Path) -> str:
+    """A message with the request's temporary folder left out: `NAME: problem`."""
+    return re.sub(re.escape(str(folder)) + r"[^:]*" + re.escape(os.sep), "", message)

@@ -7,8 +7,8 @@
     GET  /api/progress   the restore in progress: task, done and total steps, how many wait
     POST /api/TASK       multipart/form-data (see forms.py) -> {"images": [data URLs], "seeds": [...], ...}
 
-Every error is JSON `{"error": "..."}` with a 4xx status for the request's problems and 500 for the
-server's; the server goes on answering. Bound to a loopback address, it answers only requests that name
+Every error is JSON `{"error": "..."}` with a 4xx status for the request's problems, 503 with
+`Retry-After` when too many restores wait already, and 500 for the server's; the server goes on answering. Bound to a loopback address, it answers only requests that name
 one as their Host (a page from elsewhere cannot reach it by DNS rebinding). Uploads and outputs live in
 one temporary folder, removed on `server_close`.
 """
@@ -16,9 +16,11 @@ one temporary folder, removed on `server_close`.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import socket
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from http import HTTPStatus
@@ -30,13 +32,13 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from .forms import MAX_SAMPLES, TASK_FIELDS, BadRequest, check_fields, load_image, parse_multipart, \
-    sampling_fields, task_options, upload_name
-from .restorer import ModelError, Restorer, Stopped
+    sampling_fields, task_options
+from .restorer import Busy, ModelError, Restorer, Stopped
 
 MAX_UPLOAD_BYTES = 64 << 20  # a request's whole body; the pixels are limited as the command line decodes
+LINGER_S = 1.0  # after a 413, how long the rest of a refused body is dropped before the connection closes
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # The page's own files and the images it makes; nothing from the network.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
@@ -56,9 +58,19 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
 
 
+class TooLarge(BadRequest):
+    """A body over the upload limit: answered at once, before it is read."""
+
+
 def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only."""
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """Whether `host` names this machine only: a loopback IP address or `localhost`, nothing else (a DNS
+    name such as 127.example.com may point anywhere, and a rebinding page would use one)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Server(ThreadingHTTPServer):
@@ -66,6 +78,7 @@ class Server(ThreadingHTTPServer):
     line per restore and each server error's traceback (the library prints nothing itself)."""
 
     daemon_threads = True  # a Ctrl-C does not wait for a restore in progress
+    request_queue_size = 128  # the listen backlog: scripts that send many requests at once get answers, not resets
 
     def __init__(self, restorer: Restorer, host: str = "127.0.0.1", port: int = 7860, *,
                  max_bytes: int = MAX_UPLOAD_BYTES, log: Callable[[str], None] | None = None) -> None:
@@ -105,8 +118,12 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._json(code, {"error": message or HTTPStatus(code).phrase})
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -118,8 +135,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, value: dict[str, Any]) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json")
+    def _json(self, status: int, value: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json", headers)
 
     def _allowed(self) -> bool:
         """On loopback, only requests addressed to a loopback name, and for a POST from its own page."""
@@ -160,11 +177,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             self._json(200, self._restore(task, self._body()))
+        except TooLarge as exc:  # answered before the body is read, then the connection closes
+            self.close_connection = True
+            self._json(exc.status, {"error": str(exc)})
+            self._linger()
         except BadRequest as exc:
             self.close_connection = True
             self._json(exc.status, {"error": str(exc)})
         except ModelError as exc:
             self._json(500, {"error": str(exc)})
+        except Busy as exc:
+            self._json(503, {"error": str(exc)}, {"Retry-After": str(exc.retry_after)})
         except Stopped as exc:
             self._json(503, {"error": str(exc)})
         except Exception as exc:  # a bug: the client gets its name, the server's log the traceback
@@ -179,18 +202,24 @@ class Handler(BaseHTTPRequestHandler):
         if not length.isdigit():
             raise BadRequest(f"Content-Length {length[:20]!r} is not a number")
         if int(length) > self.server.max_bytes:
-            self._drain(int(length))
-            raise BadRequest(f"upload of {_size(int(length))} is over the limit of {_size(self.server.max_bytes)}", 413)
+            raise TooLarge(f"upload of {_size(int(length))} is over the limit of {_size(self.server.max_bytes)}", 413)
         body = self.rfile.read(int(length))
         if len(body) < int(length):
             raise BadRequest("the body ended before its Content-Length")
         return body
 
-    def _drain(self, length: int) -> None:
-        """Read and drop a refused body (up to 4x the limit) so the client sees the answer, not a reset."""
-        left = min(length, 4 * self.server.max_bytes)
-        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-            left -= len(chunk)
+    def _linger(self, seconds: float = LINGER_S) -> None:
+        """After a refusal sent before the body: end our side, then drop what the client still sends for a
+        moment before closing, so that the close does not reset the connection before the answer is read."""
+        self.wfile.flush()
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.25)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and self.connection.recv(1 << 16):
+                pass
+        except OSError:  # the client is gone or has gone quiet: close now
+            pass
 
     def _restore(self, task: str, body: bytes) -> dict[str, Any]:
         """Check the form, decode the uploads, restore: the JSON answer."""
@@ -198,10 +227,9 @@ class Handler(BaseHTTPRequestHandler):
         sampling = sampling_fields(fields)
         with tempfile.TemporaryDirectory(dir=self.server.workdir) as tmp:
             folder = Path(tmp)
-            photo = load_image(fields["image"], folder)
+            path, photo = load_image(fields["image"], folder)
             options = task_options(task, fields, photo, folder)
-            samples, seconds = self.server.restorer.restore(task, photo, options, sampling, folder=folder,
-                                                            name=upload_name(fields["image"]))
+            samples, seconds = self.server.restorer.restore(task, path, options, sampling, folder=folder)
         self.server.log(f"{task}: {len(samples)} sample(s) of a {photo.size[0]}x{photo.size[1]} photo "
                         f"in {seconds:.1f} s")
         return {"images": ["data:image/png;base64," + base64.b64encode(s.png).decode() for s in samples],
