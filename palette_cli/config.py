@@ -209,6 +209,13 @@ class TrainConfig:
     sample_count: int = 4  # rows of the sample grid
     sample_steps: int | None = None  # sampler steps for grids; None: the model's default
 
+    @classmethod
+    def finetune(cls, **changes: Any) -> TrainConfig:
+        """A finetune's config: a gentler lr, warmup and length (FINETUNE_LR, FINETUNE_WARMUP,
+        FINETUNE_STEPS) where `changes` leave them unset, as `palette finetune` runs."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return cls(**{"lr": FINETUNE_LR, "warmup": FINETUNE_WARMUP, "steps": FINETUNE_STEPS, **given})
+
 
 def to_dict(config: ModelConfig) -> dict[str, Any]:
     """A JSON-ready dict of a model config; a model without an encoder or refine block is written as

@@ -1,11 +1,12 @@
 """One restore's settings: what the command line, the page, `palette eval` and `restore_files` all take.
 
     settings = RestoreSettings("colorize", num_samples=4, seed=7, hints=("400,150,#7ea6d6,40",))
-    report = palette_cli.restore_files(["photo.jpg"], settings, output="out/")
+    report = palette_cli.restore_files(settings, ["photo.jpg"], output="out/")
 
 Every field is checked when the object is made (`SettingsError`, a message a user can act on), so
-a wrong setting fails before any model is loaded or photo read. `check_files` also opens the
-colour-control images; `check_hints_inside` refuses a hint outside a photo. None and "auto" mean
+a wrong setting fails before any model is loaded or photo read. `check_files` adds what restoring
+files needs (inpaint's hole given, the colour-control images readable); `check_hints_inside`
+refuses a hint outside a photo. None and "auto" mean
 the model's or the machine's choice. Importing this module imports neither torch nor typer.
 """
 
@@ -84,9 +85,12 @@ class RestoreSettings:
         return {**options, **self.extra}
 
     def check_files(self) -> None:
-        """Open the colour-control images (their headers): a missing or broken one fails now, not per photo."""
+        """What restoring files also needs, before any photo is read: inpaint's hole given, and the
+        colour-control images readable (their headers), so a missing one fails once, not per photo."""
         from . import images
 
+        if self.task == "inpaint" and self.mask is None and self.mask_box is None and self.mask_mode is None:
+            raise SettingsError("give exactly one of --mask, --mask-box, --mask-mode")
         for option, value in (("--hints", self.hints_image), ("--reference", self.reference)):
             if isinstance(value, (str, os.PathLike)):
                 try:
@@ -168,14 +172,14 @@ def _check_controls(s: RestoreSettings) -> None:
 
 
 def _check_mask(s: RestoreSettings) -> None:
-    """At most one way to say the hole (inpaint needs exactly one); a box of positive size."""
+    """At most one way to say the hole (files need one: `check_files`); a box of positive size."""
     given = [name for name, value in (("mask", s.mask), ("mask_box", s.mask_box), ("mask_mode", s.mask_mode))
              if value is not None]
     if given and s.task != "inpaint":
         raise SettingsError(f"{given[0]} is an inpaint option, not {s.task}'s")
-    if s.task == "inpaint" and len(given) != 1:
-        raise SettingsError("give exactly one of --mask, --mask-box, --mask-mode"
-                            + (f" (got {', '.join('--' + g.replace('_', '-') for g in given)})" if given else ""))
+    if len(given) > 1:
+        raise SettingsError(f"give exactly one of --mask, --mask-box, --mask-mode (got "
+                            f"{', '.join('--' + g.replace('_', '-') for g in given)})")
     if isinstance(s.mask, (str, os.PathLike)):
         if not Path(s.mask).exists():
             raise SettingsError(f"--mask {s.mask}: no such file or folder")
@@ -195,11 +199,3 @@ def _parse_box(text: str) -> tuple[int, ...]:
     except ValueError:
         return ()
 
-
-def finetune_config(**changes: Any):
-    """The `train.TrainConfig` of a finetune: FINETUNE_LR, FINETUNE_WARMUP and FINETUNE_STEPS where
-    `changes` leave them unset (None or absent), as `palette finetune` has always run."""
-    from .config import FINETUNE_LR, FINETUNE_STEPS, FINETUNE_WARMUP, TrainConfig
-
-    given = {k: v for k, v in changes.items() if v is not None}
-    return TrainConfig(**{"lr": FINETUNE_LR, "warmup": FINETUNE_WARMUP, "steps": FINETUNE_STEPS, **given})

@@ -300,9 +300,8 @@ def finetune_command(
 
     def fresh(**kw: Any):
         base = read_config(resolve(model))
-        defaults = {"lr": FINETUNE_LR, "warmup": FINETUNE_WARMUP, "steps": FINETUNE_STEPS}
         tasks = training_lib.parse_tasks(task) if task else base.tasks
-        config = training_lib.TrainConfig(**{**defaults, **changes, "tasks": tasks})
+        config = training_lib.TrainConfig.finetune(**{**changes, "tasks": tasks})
         return training_lib.finetune(model, data, output, config, device=control.device, **kw)
 
     _start(control, data, output, changes, fresh)
