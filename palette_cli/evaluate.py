@@ -30,6 +30,7 @@ from .checkpoint import PaletteModel
 from .errors import PaletteError
 from .files import evaluation_images
 from .pipeline import Sampling, autocast, finish, prepare, refine_samples, resolve_sampling, restore_tensors
+from .settings import RestoreSettings
 from .tasks.jpeg import DEFAULT_QUALITY
 
 REPORT_VERSION = 1
@@ -76,6 +77,13 @@ class EvalSettings:
     hints: int = 0  # colorize: colour hints drawn from the ground truth given to the model
     reference: bool = False  # colorize: the ground truth given as the colour reference
     refine: str = "auto"  # inpaint/uncrop above the model's size: coarse-to-fine fills ("auto" or "off")
+
+    def restore_settings(self) -> RestoreSettings:
+        """How each degraded image is restored, as the one settings object every restore takes (checked
+        there); the degradation (quality, mask_mode, side) and the colour controls are evaluation's own."""
+        return RestoreSettings(self.task, num_samples=self.num_samples, seed=self.seed, sampler=self.sampler,
+                               steps=self.steps, strength=self.strength, guidance=self.guidance, refine=self.refine,
+                               batch_size=self.batch_size, dtype=self.dtype)
 
 
 @dataclass
@@ -140,8 +148,7 @@ def _check(model: PaletteModel, settings: EvalSettings) -> int:
     if settings.task not in model.config.tasks:
         raise PaletteError(f"{model.source}: model was trained for {', '.join(model.config.tasks)}, "
                            f"not {settings.task}")
-    if settings.num_samples < 1:
-        raise PaletteError(f"--num-samples must be at least 1, got {settings.num_samples}")
+    settings.restore_settings()  # SettingsError for a sampling setting no restore takes
     module.check(**task_options(settings))
     size = settings.image_size or model.config.image_size
     factor = model.network.downsample_factor
@@ -264,8 +271,9 @@ def evaluate(model: PaletteModel, data: str | os.PathLike, settings: EvalSetting
              callback: Progress | None = None) -> EvalResult:
     """Degrade, restore and score every image of `data`; unreadable images are listed in report["errors"]."""
     size = _check(model, settings)
-    sampling = resolve_sampling(model, settings.sampler, settings.steps, settings.strength, settings.guidance,
-                                settings.normalized, settings.refine)
+    run = settings.restore_settings()
+    sampling = resolve_sampling(model, run.sampler, run.steps, run.strength, run.guidance, settings.normalized,
+                                run.refine)
     if settings.features:  # a missing or altered weights file fails now, not after every image is restored
         from . import features
 
