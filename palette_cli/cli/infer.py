@@ -55,8 +55,9 @@ def colorize_command(
 ) -> None:
     """Colorize photos: colour is predicted at the model's resolution and put on the full-resolution luminance.
 
-    --hint, --hints and --reference steer the colours (models trained with colour controls, as the
-    built-in one is); --guidance pushes them harder. Writes OUTDIR/NAME.colorize.0.png (beside the input without -o).
+    --hint, --hints and --reference steer the colours (models trained with colour controls, as the built-in one is); --guidance pushes them harder.
+
+    Writes OUTDIR/NAME.colorize.0.png (beside the input without -o).
     """
     _run(Request("colorize", inputs, outputs, sampling, run,
                  {"hints": tuple(hint or ()), "hints_image": hints, "reference": reference}))

@@ -77,7 +77,8 @@ DtypeOpt = Annotated[Literal["auto", "fp32", "fp16", "bf16"], typer.Option(
 
 _OUT = "Output"
 InputsArg = Annotated[list[str], typer.Argument(
-    help="Image files, folders (with --recursive), globs, or - to read paths from stdin, one per line.",
+    help="Image files, folders (the images in them; with --recursive, in their subfolders too), globs, or - to "
+    "read paths from stdin, one per line.",
     show_default=False)]
 
 
@@ -89,7 +90,8 @@ class OutputOptions:
         "--output", "-o", help="Output folder (created if needed). Default: beside each input.",
         show_default=False, rich_help_panel=_OUT)] = None
     recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", help="Read folders with their subfolders; outputs keep the folder structure.")] = False
+        "--recursive", "-r", help="Also read the subfolders of folders; outputs keep the folder structure.",
+        rich_help_panel=_OUT)] = False
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Keep outputs that already exist (resume an interrupted run).",
         rich_help_panel=_OUT)] = False
@@ -107,7 +109,8 @@ class SamplingOptions:
     """How many samples and how they are drawn; None: the model's default."""
 
     num_samples: Annotated[int, typer.Option(
-        "--num-samples", "-n", min=1, help="Samples per input: NAME.TASK.0.png, NAME.TASK.1.png, ...",
+        "--num-samples", "-n", min=1, help="Samples per input, at most 1000: NAME.TASK.0.png, NAME.TASK.1.png, ..., "
+        "each written as soon as its batch is done.",
         rich_help_panel=_SAMPLING)] = 1
     steps: Annotated[Optional[int], typer.Option(
         "--steps", min=1, help="Sampling steps. Default: the model's.", show_default=False,
@@ -136,7 +139,7 @@ class RunOptions:
         rich_help_panel=_RUN)] = None
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Built-in model name, local model folder or Hub id (org/name or org/name@revision). "
-        "Default: the built-in model named after the command.", show_default=False, rich_help_panel=_RUN)] = None
+        "Default: the built-in model of the task (a local folder is used only when named here).", show_default=False, rich_help_panel=_RUN)] = None
     device: DeviceOpt = "auto"
     dtype: DtypeOpt = "auto"
     compile: Annotated[bool, typer.Option(
