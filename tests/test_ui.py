@@ -7,6 +7,7 @@ import base64
 import http.client
 import io
 import json
+import re
 import socket
 import struct
 import sys
@@ -130,12 +131,17 @@ def still_serving(server: Server) -> None:
 def test_the_page_and_its_files(server):
     status, headers, html = request(server, "GET", "/")
     assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
-    assert b"<canvas" in html and b'src="/static/app.js"' in html
+    assert b"<canvas" in html and b'<script type="module" src="/static/app.js">' in html
     assert "script-src 'self'" in headers["content-security-policy"]  # nothing from the network
-    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css"), ("index.html", "text/html")):
+    modules = ("app.js", "state.js", "canvas.js", "api.js", "panels.js")
+    for name in (*modules, "app.css", "index.html"):
         status, headers, body = request(server, "GET", f"/static/{name}")
+        kind = {"js": "text/javascript", "css": "text/css", "html": "text/html"}[name.rpartition(".")[2]]
         assert status == 200 and headers["content-type"].startswith(kind) and body
-    assert b"http" not in request(server, "GET", "/static/app.js")[2].replace(b"HTTP ", b"")
+        assert b"http" not in body.replace(b"HTTP ", b"")  # no address of anything outside the server
+    imported = {m for name in modules for m in re.findall(r'from "\./([\w.]+)"', request(server, "GET",
+                f"/static/{name}")[2].decode())}
+    assert imported == set(modules) - {"app.js"}  # each module is imported, and served
 
 
 @pytest.mark.parametrize("path", [
