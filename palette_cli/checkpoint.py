@@ -25,6 +25,7 @@ from .cards import TrainingHistory, render_card
 from .devices import as_dtype, pick_device
 from .errors import PaletteError
 from .models_index import builtin_dir
+from .colour_head import ColourHead, HeadShape
 from .unet import UNet
 
 CONFIG_NAME = "config.json"
@@ -42,6 +43,7 @@ class PaletteModel:
     network: UNet
     source: str  # the spec it was loaded from
     path: Path  # the directory it was read from
+    colour_head: ColourHead | None = None  # colorize's colour head (config.colour_head), in eval mode
 
     @property
     def device(self) -> torch.device:
@@ -174,12 +176,43 @@ def load_model(spec: str | os.PathLike, device: str | torch.device | None = None
     dtype = as_dtype(dtype)
     directory = resolve(spec)
     config = read_config(directory)
-    network = build_network(config, read_weights(directory), where=str(directory / WEIGHTS_NAME))
+    where = str(directory / WEIGHTS_NAME)
+    state, head_state = split_head(read_weights(directory))
+    network = build_network(config, state, where=where)
     network = network.to(device=pick_device(device), dtype=dtype)
     if network.out[2].weight.device.type == "cpu":
         # oneDNN's CPU convolutions are faster on NHWC weights (1.2-1.4x here, more under bf16).
         network = network.to(memory_format=torch.channels_last)
-    return PaletteModel(config=config, network=network, source=str(spec), path=directory)
+    head = build_colour_head(config, head_state, where)
+    head = head.to(device=network.out[2].weight.device) if head is not None else None
+    return PaletteModel(config=config, network=network, source=str(spec), path=directory, colour_head=head)
+
+
+HEAD_PREFIX = "colour_head."  # the colour head's keys in model.safetensors
+
+
+def split_head(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A model's weights -> (the UNet's, the colour head's without their prefix)."""
+    head = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}, head
+
+
+def build_colour_head(config: cfg.ModelConfig, state: dict[str, torch.Tensor], where: str) -> ColourHead | None:
+    """The colour head of `config` with `state` loaded strictly, or None for a model without one."""
+    spec = config.colour_head
+    if spec is None:
+        if state:
+            raise PaletteError(f"{where}: holds colour_head weights, but config.json has no colour_head block")
+        return None
+    head = ColourHead(HeadShape(spec.bins, spec.channels, spec.fine_channels))
+    expected = head.state_dict()
+    bad = sorted(set(expected) ^ set(state)) + sorted(k for k in set(expected) & set(state)
+                                                      if expected[k].shape != state[k].shape)
+    if bad:
+        raise PaletteError(f"{where}: colour_head weights do not match config.json's colour_head "
+                           f"({', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''})")
+    head.load_state_dict({k: v.float() for k, v in state.items()})
+    return head.eval().requires_grad_(False)
 
 
 def default_card(config: cfg.ModelConfig, body: str = "", history: TrainingHistory | None = None) -> str:

@@ -52,6 +52,7 @@ SCHEDULE_KINDS = ("linear", "cosine")
 OBJECTIVES = ("eps", "x0", "v", "regression")
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")
 ENCODER_NAMES = ("efficientnet-lite0",)  # frozen pretrained encoders palette knows (features.py)
+COLOUR_HEAD_USES = ("colour", "hints")  # what colorize does with a colour head's output (ColourHeadConfig.use)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,22 @@ class RefineConfig:
     steps: int = 1  # network calls per tile at every level
     block: int = 8  # the hole is refined in two passes, a checkerboard of block x block squares and the rest
     tasks: tuple[str, ...] = ("inpaint", "uncrop")  # the tasks refined (a measured choice per task)
+
+
+@dataclass(frozen=True)
+class ColourHeadConfig:
+    """A colour head over the encoder's maps (colour_head.py): the colour colorize commits to, in one pass.
+
+    Its weights are in model.safetensors under `colour_head.`; it sees the encoder's view of the photo."""
+
+    bins: int = 313  # Q, the chroma bins it classifies into (fitted to its training photos)
+    channels: int = 128  # its FPN's width at strides 8, 16 and 32
+    fine_channels: int = 48  # its width at stride 4, the 64x64 output grid
+    temperature: float = 0.38  # the annealed mean's T: lower is more vivid (chosen on val)
+    adjust: float = 0.0  # post-hoc rebalancing: the prior divided out to this power before decoding
+    noise: float = 1.0  # -n samples: scale of the smooth random field added to the logits (sample 0 too)
+    noise_grid: int = 2  # that field's lattice (grid x grid per bin, bilinearly upsampled)
+    use: str = "colour"  # "colour": the head's colour is the output; "hints": the UNet samples around it
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class ModelConfig:
     tile_size: int | None = None  # inference tile side of tiled tasks (jpeg); None: image_size. Larger
     # tiles need a fully convolutional network (no attention), which behaves alike at any size.
     refine: RefineConfig | None = None  # coarse-to-fine fills of masked tasks above image_size; None: none
+    colour_head: ColourHeadConfig | None = None  # colorize: a colour head over the encoder's maps; None: none
     format_version: int = FORMAT_VERSION
 
 
@@ -221,7 +239,7 @@ def to_dict(config: ModelConfig) -> dict[str, Any]:
     """A JSON-ready dict of a model config; a model without an encoder or refine block is written as
     before they existed, so older readers still load it."""
     data = dataclasses.asdict(config)
-    for block in ("encoder", "refine"):  # optional blocks newer than format 1, written when present
+    for block in ("encoder", "refine", "colour_head"):  # optional blocks newer than format 1, written when present
         if data[block] is None:
             del data[block]
     if config.tile_size is None:
@@ -352,6 +370,11 @@ _FIELDS: dict[type, dict[str, Rule]] = {
     },
     RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1),
                    "tasks": _tuple(_text(), nonempty=False)},  # names checked where a model is loaded
+    ColourHeadConfig: {
+        "bins": _int(2), "channels": _int(4), "fine_channels": _int(4),
+        "temperature": _float(0.0, math.inf, low_open=True), "adjust": _float(0.0, 1.0),
+        "noise": _float(0.0, math.inf), "noise_grid": _int(1), "use": _choice(COLOUR_HEAD_USES),
+    },
     ScheduleConfig: {
         "kind": _choice(SCHEDULE_KINDS), "num_steps": _int(2),
         "beta_start": _float(0.0, 1.0, low_open=True, high_open=True),
@@ -365,7 +388,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "sampler": _choice(SAMPLER_NAMES), "steps": _int(1), "strength": _float(0.0, 1.0, low_open=True),
         "format_version": _int(FORMAT_VERSION), "encoder": _optional(_nested(EncoderConfig)),
         "tile_size": _optional(_int(1)),
-        "refine": _optional(_nested(RefineConfig)),
+        "refine": _optional(_nested(RefineConfig)), "colour_head": _optional(_nested(ColourHeadConfig)),
     },
 }
 
@@ -424,6 +447,8 @@ def _check_model(c: ModelConfig, where: str) -> None:
     if c.steps > c.sample_schedule.num_steps:
         raise PaletteError(f"steps: {c.steps} is more than the {c.sample_schedule.num_steps} steps "
                            f"of sample_schedule")
+    if c.colour_head is not None and c.encoder is None:
+        raise PaletteError("colour_head: a colour head reads the encoder's maps, but the config names no encoder")
     if c.refine is not None and c.refine.steps > math.ceil(c.sample_schedule.num_steps * c.refine.strength):
         raise PaletteError(f"refine.steps: {c.refine.steps} is more than the {c.sample_schedule.num_steps} x "
                            f"{c.refine.strength} steps of sample_schedule that refine.strength leaves")

@@ -16,6 +16,7 @@ resized to the input size and scaled as (x - 127) / 128 for x in 0..255.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -52,9 +53,14 @@ class SameConv(nn.Conv2d):
     """A bias-free convolution with TensorFlow's "same" padding (extra pixel right and bottom)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
+        # At stride 1 "same" padding is symmetric, (k - 1) / 2 a side: the convolution pads itself, with
+        # no copy of the input (F.pad copies even when it adds nothing, as for every 1x1 convolution).
+        super().__init__(cin, cout, kernel, stride, padding=(kernel - 1) // 2 if stride == 1 else 0,
+                         groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] == 1:
+            return super().forward(x)
         pads = []
         for size in (x.shape[-1], x.shape[-2]):  # F.pad wants the last dimension first
             k, s = self.kernel_size[0], self.stride[0]
@@ -187,6 +193,28 @@ def _build(path: str, sha256: str) -> EfficientNetLite0:
 def load(sha256: str = SHA256, device: str | torch.device = "cpu") -> EfficientNetLite0:
     """The frozen classifier in eval mode (weights read and hash-checked once per process)."""
     return _cached(str(weights_path()), sha256).to(device)
+
+
+def folded(network: EfficientNetLite0) -> EfficientNetLite0:
+    """A copy with every batch norm folded into the convolution before it: W' = W s, b' = beta - mu s,
+    s = gamma / sqrt(var + eps). The same function (up to rounding) without the batch norms' passes
+    over memory: for a frozen encoder that only runs forward."""
+    net = copy.deepcopy(network)
+
+    def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Identity:
+        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv.weight = nn.Parameter(conv.weight.detach() * s.view(-1, 1, 1, 1), requires_grad=False)
+        conv.bias = nn.Parameter((bn.bias - bn.running_mean * s).detach(), requires_grad=False)
+        return nn.Identity()
+
+    net._bn0 = fold(net._conv_stem, net._bn0)
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):
+            block._bn0 = fold(block._expand_conv, block._bn0)
+        block._bn1 = fold(block._depthwise_conv, block._bn1)
+        block._bn2 = fold(block._project_conv, block._bn2)
+    net._bn1 = fold(net._conv_head, net._bn1)
+    return net
 
 
 def encode(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: bool = False) -> torch.Tensor:

@@ -217,6 +217,43 @@ def enforce_controls(prep: Prepared, colour: Tensor) -> Tensor:
     return images.ycbcr_to_rgb(torch.cat([ycc[:1], chroma]))
 
 
+# --- the colour head: the colour the model commits to ----------------------------------------------
+
+
+def head_logits(head: Any, encoder: Any, views: Tensor, size: int) -> Tensor:
+    """The colour head's logits (B, Q, 64, 64) for gray views (B, 3, V, V) that the encoder sees at `size`."""
+    from .. import colour_head, features
+
+    with torch.no_grad():
+        x = features.preprocess(views, size).contiguous(memory_format=torch.channels_last)
+        final, s8, s16 = encoder.feature_maps(x, colour_head.ENCODER_TAPS)
+        return head(final.float(), s8.float(), s16.float(), colour_head.gray_input(views).to(final.device)).float()
+
+
+def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: list[int], seed: int) -> Tensor:
+    """Colour images (len(samples), 3, S, S): the gray cond's (1, 3, S, S) luminance under the head's
+    chroma, one per sample index. Sample 0 is the annealed mean itself, the colour the head commits
+    to; every other sample adds its own smooth random field (colour_head.decode)."""
+    from .. import colour_head, seeds
+
+    size = cond.shape[-2:]
+    out = []
+    for k in samples:
+        generator = seeds.generator(seed, k) if k > 0 else None
+        chroma = colour_head.decode(head, logits, temperature=spec.temperature, adjust=spec.adjust,
+                                    noise_scale=spec.noise, noise_grid=spec.noise_grid, generator=generator)
+        chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
+        luma = images.rgb_to_ycbcr(cond.float().to(chroma.device))[:, :1]
+        out.append(images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1))
+    return torch.cat(out)
+
+
+def head_hints(colours: Tensor, given: Tensor | None) -> Tensor:
+    """The head's colours (N, 3, S, S) as a dense colour-hint map for the UNet, under the user's own hints."""
+    dense = torch.cat([colour_hints.HINT_SCALE * colour_hints.chroma(colours), torch.ones_like(colours[:, :1])], dim=1)
+    return dense if given is None else _merge_hints(given.to(dense), dense)
+
+
 # --- colour controls in training and evaluation --------------------------------------------------
 
 

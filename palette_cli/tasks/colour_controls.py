@@ -27,7 +27,7 @@ HINT_CHANNELS = 3  # Cb, Cr, mask
 BINS = 8  # reference histogram bins per chroma axis
 REFERENCE_CHANNELS = BINS * BINS
 CHROMA_RANGE = 0.5  # histogram bins span [-CHROMA_RANGE, CHROMA_RANGE] of Cb and Cr; beyond is clamped
-_SCALE = 2.0  # hint chroma x this: natural chroma rarely leaves [-0.5, 0.5]
+HINT_SCALE = 2.0  # hint chroma x this: natural chroma rarely leaves [-0.5, 0.5]
 TRAIN_HINT_P = 0.125  # hints per training item ~ Geometric(p) - 1: none for 1 in 8, mean 7
 TRAIN_MAX_HINTS = 24
 TRAIN_REFERENCE_DROPOUT = 0.5  # share of training items shown no reference
@@ -95,7 +95,7 @@ def hint_map(hints: list[Hint], width: int, height: int, size: int) -> Tensor:
         disk = ((xs - cx) / max(rx, 1e-6)) ** 2 + ((ys - cy) / max(ry, 1e-6)) ** 2 <= 1
         disk[min(int(cy), size - 1), min(int(cx), size - 1)] = True
         rgb = torch.tensor(h.rgb, dtype=torch.float32).view(3, 1, 1) / 127.5 - 1
-        out[:2][:, disk] = (_SCALE * chroma(rgb)).view(2, 1).expand(2, int(disk.sum()))
+        out[:2][:, disk] = (HINT_SCALE * chroma(rgb)).view(2, 1).expand(2, int(disk.sum()))
         out[2][disk] = 1
     return out
 
@@ -112,7 +112,7 @@ def hints_from_image(image: Image.Image, width: int, height: int, size: int, nam
     weighted = F.adaptive_avg_pool2d(torch.cat([chroma(rgb) * opaque, opaque])[None], size)[0]
     cover = weighted[2:]
     mask = (cover > 0).float()
-    return torch.cat([_SCALE * weighted[:2] / cover.clamp(min=1e-6) * mask, mask])
+    return torch.cat([HINT_SCALE * weighted[:2] / cover.clamp(min=1e-6) * mask, mask])
 
 
 def random_hints(target: Tensor, generator: torch.Generator) -> Tensor:
@@ -120,7 +120,7 @@ def random_hints(target: Tensor, generator: torch.Generator) -> Tensor:
     The count is Geometric: none for a share TRAIN_HINT_P of items, TRAIN_MAX_HINTS at most."""
     b, _, s, _ = target.shape
     out = torch.zeros(b, HINT_CHANNELS, s, s)
-    truth = _SCALE * chroma(target.detach().float().cpu())
+    truth = HINT_SCALE * chroma(target.detach().float().cpu())
     u = torch.rand(b, generator=generator).clamp(min=1e-12)
     counts = (torch.log(u) / np.log1p(-TRAIN_HINT_P)).floor().clamp(max=TRAIN_MAX_HINTS).int().tolist()
     for i, n in enumerate(counts):
@@ -194,7 +194,7 @@ def propagate(chroma: Tensor, luma: Tensor, hints: Tensor) -> Tensor:
     if not mask.any():
         return chroma
     wx, wy = (w.double() for w in _edge_weights(luma.double()))
-    target = mask * (hints[:2].double() / _SCALE - chroma.double())
+    target = mask * (hints[:2].double() / HINT_SCALE - chroma.double())
     apply = lambda v: _laplacian(v, wx, wy) + mask * v  # noqa: E731
     d = torch.zeros_like(target)
     r = target.clone()
