@@ -87,10 +87,34 @@ def soft_encode(chroma: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
     return idx.view(b, h, w, -1), weights.view(b, h, w, -1)
 
 
-def loss(logits: Tensor, chroma: Tensor, centres: Tensor, pixel_weights: Tensor | None = None) -> Tensor:
+TABLE_STEP = 0.005  # the soft-encoding table's chroma resolution: a tenth of the Gaussian's width
+
+
+def soft_table(centres: Tensor) -> tuple[Tensor, Tensor]:
+    """`soft_encode` of every point of a TABLE_STEP lattice over [-1, 1]^2: (N, k) indices and weights,
+    so training looks its targets up instead of measuring 230 distances per pixel."""
+    n = int(round(2 / TABLE_STEP)) + 1
+    axis = torch.linspace(-1, 1, n)
+    cr, cb = torch.meshgrid(axis, axis, indexing="ij")
+    idx, weights = soft_encode(torch.stack([cb, cr])[None], centres)
+    return idx.reshape(n * n, -1), weights.reshape(n * n, -1)
+
+
+def soft_lookup(chroma: Tensor, table: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """`soft_encode` of chroma (B, 2, H, W) by the nearest lattice point of `soft_table`."""
+    n = int(round(2 / TABLE_STEP)) + 1
+    ij = ((chroma.clamp(-1, 1) + 1) / TABLE_STEP).round().long()
+    flat = ij[:, 1] * n + ij[:, 0]  # (B, H, W), Cr-major as the table
+    idx, weights = table
+    return idx.to(chroma.device)[flat], weights.to(chroma.device)[flat]
+
+
+def loss(logits: Tensor, chroma: Tensor, centres: Tensor, pixel_weights: Tensor | None = None,
+         table: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Zhang et al. Eq. 2: cross-entropy of the head's logits (B, Q, H, W) against the soft-encoded
-    ground truth chroma (B, 2, H, W), each pixel weighted by w of its nearest bin (`pixel_weights` (Q,))."""
-    idx, weights = soft_encode(chroma.float(), centres)
+    ground truth chroma (B, 2, H, W), each pixel weighted by w of its nearest bin (`pixel_weights` (Q,)).
+    `table` (`soft_table(centres)`): look the soft encoding up rather than compute it."""
+    idx, weights = soft_encode(chroma.float(), centres) if table is None else soft_lookup(chroma.float(), table)
     logp = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1)  # (B, H, W, Q)
     per_pixel = -(logp.gather(-1, idx) * weights).sum(-1)
     if pixel_weights is not None:

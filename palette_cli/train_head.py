@@ -168,6 +168,7 @@ class _HeadRun:
         self.pixel_weights = (H.rebalancing_weights(self.centres, self.prior, config.rebalance).to(dev)
                               if config.rebalance else None)
         self.draw = _draw_weights(self.cache, self.train_idx, config.group_weights)
+        self.table = H.soft_table(self.centres)
         self.top = _frozen_top(dev)
         self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
         self.head.train()
@@ -186,7 +187,7 @@ class _HeadRun:
         final, s8, s16, gray, chroma = _batch(self.cache, idx, self.top, self.dev, self.rng)
         with self.autocast:
             logits = self.head(final, s8, s16, gray)
-        loss = H.loss(logits, chroma, self.head.centres, self.pixel_weights)
+        loss = H.loss(logits, chroma, self.head.centres, self.pixel_weights, self.table)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)

@@ -221,3 +221,12 @@ def test_config_refuses_a_head_without_an_encoder_and_weights_without_a_block(he
 def test_models_without_a_head_write_no_block():
     data = cfg.to_dict(load_model("colorize").config)
     assert "colour_head" not in data
+
+
+def test_the_soft_encoding_table_gives_the_direct_encoding():
+    centres = H.grid_centres()[::3]
+    chroma = (torch.rand(2, 2, 16, 16, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.8
+    dense = []
+    for idx, weights in (H.soft_encode(chroma, centres), H.soft_lookup(chroma, H.soft_table(centres))):
+        dense.append(torch.zeros(*idx.shape[:-1], len(centres)).scatter_add_(-1, idx, weights))
+    assert (dense[0] - dense[1]).abs().sum(-1).mean() < 0.05
