@@ -84,6 +84,8 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
         guidance = config.encoder.guidance if config.encoder is not None else 0.0
     if config.objective == "regression":
         return Sampling("regression", 1, strength)
+    if config.colour_head is not None and config.colour_head.use == "colour":
+        return Sampling("colour_head", 1, 1.0)  # one pass of the head; no sampler runs
     sampler = sampler or config.sampler
     if sampler not in samplers.SAMPLERS:
         raise PaletteError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")

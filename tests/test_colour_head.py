@@ -16,7 +16,7 @@ from palette_cli import config as cfg
 from palette_cli import feature_cache, features, images, train_head
 from palette_cli.checkpoint import load_model, read_weights
 from palette_cli.errors import PaletteError
-from palette_cli.pipeline import restore
+from palette_cli.pipeline import resolve_sampling, restore
 
 from conftest import DATA
 
@@ -182,6 +182,8 @@ def test_a_model_directory_carries_its_head(head_model):
     assert any(k.startswith("colour_head.") for k in read_weights(head_model))
     model = load_model(head_model)
     assert model.colour_head is not None and not model.colour_head.training
+    sampling = resolve_sampling(model)  # what the PNG metadata records: one pass of the head, no sampler
+    assert (sampling.sampler, sampling.steps) == ("colour_head", 1)
 
 
 def test_restoring_with_a_head_keeps_the_luminance_and_samples_differ(head_model):
