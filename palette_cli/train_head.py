@@ -106,14 +106,17 @@ def _batch(cache: FeatureCache, index: np.ndarray, top, device, generator: np.ra
 def train_head(cache_dir: str | os.PathLike, run_dir: str | os.PathLike, config: HeadTrainConfig, *,
                resume: bool = False, minutes: float | None = None, until: int | None = None, device: str = "cpu",
                on_event: Callable[[HeadEvent], None] | None = None, log_every: int = 100,
-               save_every: int = 500) -> Path:
+               save_every: int = 500, should_stop: Callable[[], bool] | None = None,
+               init: dict[str, torch.Tensor] | None = None) -> Path:
     """Train (or continue) a colour head; returns the run folder. Stops after `config.steps` steps, at
     step `until`, or after `minutes` of wall time, whichever comes first, saving the state and the EMA
-    weights (the learning-rate schedule always spans `config.steps`, so a stopped run resumes exactly)."""
-    run = _HeadRun(cache_dir, run_dir, config, resume, torch.device(device))
+    weights (the learning-rate schedule always spans `config.steps`, so a stopped run resumes exactly).
+    `should_stop` is asked before every step. A new run may start from `init`, a trained head's weights
+    (a model's `colour_head.` keys): its bins, prior, shape and weights, not fitted afresh."""
+    run = _HeadRun(cache_dir, run_dir, config, resume, torch.device(device), init)
     started, window, last = time.perf_counter(), [], time.perf_counter()
     while run.step < min(run.config.steps, until or run.config.steps):
-        if minutes is not None and time.perf_counter() - started > minutes * 60:
+        if (minutes is not None and time.perf_counter() - started > minutes * 60) or (should_stop and should_stop()):
             break
         window.append(run.train_step())
         if run.step % log_every == 0 or run.step == run.config.steps:
@@ -134,7 +137,7 @@ class _HeadRun:
     """A head run's state: the cache and its split, the head, its EMA, the optimiser, the random draws."""
 
     def __init__(self, cache_dir: str | os.PathLike, run_dir: str | os.PathLike, config: HeadTrainConfig,
-                 resume: bool, dev: torch.device):
+                 resume: bool, dev: torch.device, init: dict[str, torch.Tensor] | None = None):
         self.cache_dir, self.folder, self.dev = cache_dir, Path(run_dir), dev
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cache = FeatureCache(cache_dir)
@@ -146,6 +149,10 @@ class _HeadRun:
             kept = {k: v for k, v in state["config"].items() if k in ("channels", "fine_channels", "seed")}
             config = HeadTrainConfig(**{**asdict(config), **kept})
             self.centres, self.prior = state["centres"], state["prior"]
+        elif init is not None:  # a trained head's bins and shape
+            config = dataclasses.replace(config, channels=init["lateral32.weight"].shape[0],
+                                         fine_channels=init["stem.weight"].shape[0])
+            self.centres, self.prior = init["centres"].float(), init["log_prior"].float().exp()
         else:
             self.centres, self.prior = fit_bins(self.cache, self.train_idx, seed=config.seed)
         self.config = config
@@ -165,6 +172,9 @@ class _HeadRun:
             self.opt.load_state_dict(state["optimizer"])
             self.step, self.seconds = state["step"], state.get("seconds", 0.0)
             self.rng.bit_generator.state = state["rng"]
+        elif init is not None:
+            self.head.load_state_dict({k: v.float() for k, v in init.items()})
+            self.ema.load_state_dict(self.head.state_dict())
         self.pixel_weights = (H.rebalancing_weights(self.centres, self.prior, config.rebalance).to(dev)
                               if config.rebalance else None)
         self.draw = _draw_weights(self.cache, self.train_idx, config.group_weights)
