@@ -72,9 +72,9 @@ def multipart(fields: dict[str, str | int | float | Path | tuple[str, bytes]]) -
 
 
 def request(server: Server, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+            headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
     """The raw answer to one request; `path` is sent exactly as given."""
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=timeout)
     try:
         conn.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
         for key, value in (headers or {}).items():
@@ -92,7 +92,10 @@ def send_and_close(server: Server, head: str, body: bytes) -> tuple[int, dict]:
     """A request whose client stops sending after `body` (shut down its side): the status and JSON answer."""
     with socket.create_connection(server.server_address[:2], timeout=60) as sock:
         sock.sendall(head.encode() + b"\r\n" + body)
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server has answered and closed already
+            pass
         answer = b"".join(iter(lambda: sock.recv(65536), b""))
     head, _, data = answer.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(data)
@@ -245,13 +248,13 @@ def bomb_png(width: int, height: int) -> bytes:
      "mask: not a field of colorize; it takes image, seed, num_samples, steps, hints, reference"),
     ("colorize", {"image": "photo.png"}, 400, "image: expected a file"),
     ("uncrop", {"image": PHOTO, "side": "diagonal"}, 400,
-     "side: must be one of left, right, top, bottom, all, got 'diagonal'"),
-    ("uncrop", {"image": PHOTO, "ratio": "2"}, 400, "ratio: must be between 0.01 and 0.99, got 2"),
-    ("uncrop", {"image": PHOTO, "ratio": "nan"}, 400, "ratio: must be between"),
-    ("jpeg", {"image": PHOTO, "quality": "0"}, 400, "quality: must be between 1 and 100, got 0"),
+     "side must be one of left, right, top, bottom, all, got 'diagonal'"),
+    ("uncrop", {"image": PHOTO, "ratio": "2"}, 400, "ratio must be a number between 0.01 and 0.99, got 2.0"),
+    ("uncrop", {"image": PHOTO, "ratio": "nan"}, 400, "ratio must be a number between 0.01 and 0.99, got nan"),
+    ("jpeg", {"image": PHOTO, "quality": "0"}, 400, "quality must be an integer between 1 and 100, got 0"),
     ("jpeg", {"image": PHOTO, "num_samples": "99"}, 400, "num_samples: must be between 1 and 8, got 99"),
     ("jpeg", {"image": PHOTO, "seed": "abc"}, 400, "seed: expected an integer, got 'abc'"),
-    ("jpeg", {"image": PHOTO, "steps": "5000"}, 400, "steps"),
+    ("jpeg", {"image": PHOTO, "steps": "50000"}, 400, "steps must be an integer between 1 and 10000, got 50000"),
     ("blur", {"image": PHOTO}, 404, "/api/blur: not found"),
 ])
 def test_bad_requests_are_named_and_the_server_goes_on(server, task, fields, status, message):
@@ -339,7 +342,8 @@ def test_32_requests_at_once_each_get_an_answer(server, monkeypatch):
     def client():
         start.wait()
         try:
-            status, headers, data = request(server, "POST", "/api/jpeg", body, {"Content-Type": content_type})
+            status, headers, data = request(server, "POST", "/api/jpeg", body, {"Content-Type": content_type},
+                                            timeout=600)  # the 16th waits for 16 restores on a busy machine
             answers.append((status, headers, json.loads(data)))
         except BaseException as exc:  # a reset: the failure this test is for
             answers.append(exc)
@@ -348,7 +352,7 @@ def test_32_requests_at_once_each_get_an_answer(server, monkeypatch):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(120)
+        thread.join(600)
     assert len(answers) == 32 and [a for a in answers if isinstance(a, BaseException)] == []
     statuses = sorted(status for status, _, _ in answers)
     assert set(statuses) <= {200, 503} and statuses[0] == 200, (statuses, answers[0][2])

@@ -178,12 +178,12 @@ def paint(page: Browser, stroke=STROKE, box=BOX, brush: int = 24) -> None:
         page.drag("#editor", box)
 
 
-def run(page: Browser) -> dict:
+def run(page: Browser, timeout: float = 120) -> dict:
     """Click Run and wait for the result on the canvas: the picked sample's size, source and download name."""
     page.script("for (const t of document.querySelectorAll('#thumbs .thumb')) t.dataset.stale = 'yes'")
     page.click("#run")
     page.wait("return document.querySelector('#thumbs .thumb:not([data-stale])') && !document.getElementById('run').disabled"
-              " || document.getElementById('status').classList.contains('error')")
+              " || document.getElementById('status').classList.contains('error')", timeout)
     assert "sample(s) in" in text(page, "status"), text(page, "status")
     return page.wait("const img = document.querySelector('#thumbs .thumb.picked img')"
                      " || document.querySelector('#thumbs .thumb[data-index=\"0\"] img');"
@@ -366,12 +366,12 @@ def main(photo: str, screenshot: str) -> None:
     with serving(None) as url, browser() as page:
         page.call("POST", "/window/rect", {"width": 1400, "height": 900})
         open_photo(page, url, Path(photo))
-        # A brush stroke over the lettering of the orange cap.
-        paint(page, [(-22, -8), (20, 20), (62, 48)], None, 30)
-        page.script("const s = document.getElementById('num-samples'); s.value = 3; s.dispatchEvent(new Event('change'))")
-        run(page)
+        # A brush stroke over the lettering of the yellow cap; the compare line through it.
+        paint(page, [(-258, -92), (-232, -78), (-205, -66), (-178, -52), (-160, -42)], None, 34)
+        page.script("const s = document.getElementById('num-samples'); s.value = 2; s.dispatchEvent(new Event('change'))")
+        run(page, timeout=900)
         page.click("#thumbs .thumb[data-index='1']")
-        page.script("const r = document.getElementById('split'); r.value = 0.5; r.dispatchEvent(new Event('input'))")
+        page.script("const r = document.getElementById('split'); r.value = 0.25; r.dispatchEvent(new Event('input'))")
         page.after_frames("return 1")
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")

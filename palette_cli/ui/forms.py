@@ -1,5 +1,6 @@
-"""The HTTP form of a restore: multipart/form-data parsed by hand, each field checked and turned into
-the options the library takes. A problem is a `BadRequest`: an HTTP status and a message naming the field.
+"""The HTTP form of a restore: multipart/form-data parsed by hand, each field parsed and turned into the
+`RestoreSettings` the library takes (which checks every value, as for the command line). A problem is a
+`BadRequest`: an HTTP status and a message naming the field.
 
 Uploaded files are written into the request's temporary folder and decoded from there by the same
 functions as the command line (`images.load_photo`, `images.load_mask`), so the same pixel limits apply.
@@ -7,7 +8,6 @@ functions as the command line (`images.load_photo`, `images.load_mask`), so the 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import images
 from ..errors import PaletteError
-from ..tasks.colour_controls import check_hints, parse_hint
+from ..settings import RestoreSettings, SettingsError
 
 # The fields every task takes, and those of each task; the first one is required.
 COMMON_FIELDS = ("image", "seed", "num_samples", "steps")
@@ -24,10 +24,8 @@ TASK_FIELDS = {"colorize": ("hints", "reference"), "inpaint": ("mask",), "uncrop
                "jpeg": ("quality",)}
 REQUIRED = {"inpaint": ("image", "mask")}
 FILE_FIELDS = ("image", "mask", "reference")
-SIDES = ("left", "right", "top", "bottom", "all")
-MAX_SAMPLES = 8  # samples per request: each is a full sampling run
+MAX_SAMPLES = 8  # samples per request: each is a full sampling run, all held in memory until answered
 MAX_HINTS = 256
-MAX_SEED = 2**63
 
 
 class BadRequest(PaletteError):
@@ -118,34 +116,15 @@ def check_fields(task: str, fields: dict[str, Part]) -> dict[str, Part]:
     return given
 
 
-def _number(fields: dict[str, Part], name: str, kind: type, low: float, high: float, default: Any) -> Any:
-    """A numeric field in [low, high], or `default` when absent."""
+def _number(fields: dict[str, Part], name: str, kind: type, default: Any) -> Any:
+    """A numeric field as `kind` (its range is RestoreSettings' to check), or `default` when absent."""
     if name not in fields:
         return default
     text = fields[name].text
     try:
-        value = kind(text)
+        return kind(text)
     except ValueError:
         raise BadRequest(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {text[:40]!r}") from None
-    if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
-        raise BadRequest(f"{name}: must be between {low:g} and {high:g}, got {text[:40]}")
-    return value
-
-
-@dataclass(frozen=True)
-class SamplingFields:
-    """What every task takes besides the photo."""
-
-    seed: int = 0
-    num_samples: int = 1
-    steps: int | None = None  # None: the model's
-
-
-def sampling_fields(fields: dict[str, Part]) -> SamplingFields:
-    """seed, num_samples and steps, checked."""
-    return SamplingFields(_number(fields, "seed", int, -MAX_SEED, MAX_SEED - 1, 0),
-                          _number(fields, "num_samples", int, 1, MAX_SAMPLES, 1),
-                          _number(fields, "steps", int, 1, 10_000, None))
 
 
 def upload_name(part: Part) -> str:
@@ -163,6 +142,16 @@ def save_upload(part: Part, folder: Path) -> Path:
     return path
 
 
+def without_folder(message: str, folder: Path) -> str:
+    """A message with the request's temporary folder left out (`NAME: problem` for FOLDER/FIELD/NAME), and
+    the command line's option names as the form's fields."""
+    message = re.sub(re.escape(str(folder) + os.sep) + r"\w+" + re.escape(os.sep), "", message)
+    for option, field in (("--hint ", "hints: "), ("--reference: ", "reference: ")):
+        if message.startswith(option):
+            message = field + message.removeprefix(option)
+    return message
+
+
 def _named(field: str, exc: PaletteError, folder: Path) -> BadRequest:
     """A decoding error with the temporary folder left out of its message: `FIELD: NAME: problem`."""
     return BadRequest(f"{field}: " + str(exc).replace(str(folder / field) + os.sep, ""))
@@ -177,40 +166,35 @@ def load_image(part: Part, folder: Path) -> tuple[Path, images.Photo]:
         raise _named(part.name, exc, folder) from None
 
 
-def task_options(task: str, fields: dict[str, Part], photo: images.Photo, folder: Path) -> dict[str, Any]:
-    """The keyword options of `pipeline.prepare` for `task`, from checked fields."""
+def restore_settings(task: str, fields: dict[str, Part], photo: images.Photo, folder: Path) -> RestoreSettings:
+    """The `RestoreSettings` of a checked form: the fields parsed here, every value checked by RestoreSettings
+    (as for the command line), the colour hints against the photo's size, the reference opened."""
+    num_samples = _number(fields, "num_samples", int, 1)
+    if not 1 <= num_samples <= MAX_SAMPLES:  # the page's own limit: a request holds its samples in memory
+        raise BadRequest(f"num_samples: must be between 1 and {MAX_SAMPLES}, got {num_samples}")
+    values: dict[str, Any] = {"num_samples": num_samples, "seed": _number(fields, "seed", int, 0),
+                              "steps": _number(fields, "steps", int, None)}
     if task == "inpaint":
-        try:
-            return {"mask": images.load_mask(save_upload(fields["mask"], folder), photo.size, "the photo")}
+        try:  # decoded here, so a mask of the wrong size is named before the restore waits its turn
+            values["mask"] = images.load_mask(save_upload(fields["mask"], folder), photo.size, "the photo")
         except PaletteError as exc:
             raise _named("mask", exc, folder) from None
-    if task == "uncrop":
-        side = fields["side"].text if "side" in fields else "right"
-        if side not in SIDES:
-            raise BadRequest(f"side: must be one of {', '.join(SIDES)}, got {side[:40]!r}")
-        return {"side": side, "ratio": _number(fields, "ratio", float, 0.01, 0.99, 0.5)}
-    if task == "jpeg":
-        return {"quality": _number(fields, "quality", int, 1, 100, None)}
-    return _colour_options(fields, photo, folder)
-
-
-def _colour_options(fields: dict[str, Part], photo: images.Photo, folder: Path) -> dict[str, Any]:
-    """colorize: hints (one `x,y,#rrggbb[,r]` per line, in the photo's pixels) and a reference photo."""
-    options: dict[str, Any] = {}
-    if "hints" in fields:
-        lines = [line.strip() for line in fields["hints"].text.splitlines() if line.strip()]
+    elif task == "uncrop":
+        values.update(side=fields["side"].text if "side" in fields else "right",
+                      ratio=_number(fields, "ratio", float, 0.5))
+    elif task == "jpeg":
+        values["quality"] = _number(fields, "quality", int, None)
+    else:
+        lines = [line.strip() for line in fields["hints"].text.splitlines() if line.strip()] if "hints" in fields else []
         if len(lines) > MAX_HINTS:
             raise BadRequest(f"hints: {len(lines)} lines, at most {MAX_HINTS}")
-        try:
-            options["hints"] = [parse_hint(line) for line in lines]
-            check_hints(options["hints"], *photo.size)
-        except PaletteError as exc:
-            raise BadRequest("hints: " + str(exc).removeprefix("--hint ")) from None
-    if "reference" in fields:
-        path = save_upload(fields["reference"], folder)
-        try:
-            images.load_photo(path, draft=64)  # as the command line checks --reference before any photo
-        except PaletteError as exc:
-            raise _named("reference", exc, folder) from None
-        options["reference"] = path
-    return options
+        values["hints"] = tuple(lines)
+        if "reference" in fields:
+            values["reference"] = save_upload(fields["reference"], folder)
+    try:
+        settings = RestoreSettings(task, **values)
+        settings.check_hints_inside(*photo.size)
+        settings.check_files()
+    except SettingsError as exc:
+        raise BadRequest(without_folder(str(exc), folder)) from None
+    return settings

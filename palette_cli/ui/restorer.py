@@ -7,8 +7,6 @@ so a downloaded PNG has the pixels and the metadata `palette <task> --seed S -n 
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,8 @@ from ..checkpoint import PaletteModel, load_model
 from ..devices import pick_device
 from ..errors import PaletteError
 from ..restore import Event, restore_files
-from .forms import BadRequest, SamplingFields
+from ..settings import RestoreSettings
+from .forms import BadRequest, without_folder
 
 
 MAX_WAITING = 16  # restores that may wait for the one running; more are answered 503 at once
@@ -144,28 +143,20 @@ class Restorer:
             finally:
                 self.progress.update(task=None, done=0, total=0)
 
-    def restore(self, task: str, photo: Path, options: dict[str, Any], sampling: SamplingFields, *,
-                folder: Path) -> tuple[list[Sample], float]:
+    def restore(self, settings: RestoreSettings, photo: Path, *, folder: Path) -> tuple[list[Sample], float]:
         """The samples of the photo file `photo`, written by `restore_files` in `folder`, read back, and the
         seconds it took. A failed input is a BadRequest with its message, the folder left out."""
-        with self._turn(task):
+        with self._turn(settings.task):
             start = time.perf_counter()
-            model = self.model_for(task)
-            out = folder / "out"
+            model = self.model_for(settings.task)
             try:
-                report = restore_files(task, [photo], model=model, output=out, num_samples=sampling.num_samples,
-                                       seed=sampling.seed, steps=sampling.steps, batch_size=self.batch_size,
-                                       dtype=self.dtype, on_progress=self._event, **options)
+                report = restore_files(settings.replace(batch_size=self.batch_size, dtype=self.dtype), [photo],
+                                       model=model, output=folder / "out", on_progress=self._event)
             except Stopped:
                 raise
             except PaletteError as exc:  # settings the model cannot run
-                raise BadRequest(_without(str(exc), folder)) from None
+                raise BadRequest(without_folder(str(exc), folder)) from None
             if report.failures:
-                raise BadRequest(_without(report.failures[0], folder))
+                raise BadRequest(without_folder(report.failures[0], folder))
             samples = [Sample(w.output.read_bytes(), w.output.name, w.seed, w.sample) for w in report.written]
             return samples, time.perf_counter() - start
-
-
-def _without(message: str, folder: Path) -> str:
-    """A message with the request's temporary folder left out: `NAME: problem`."""
-    return re.sub(re.escape(str(folder)) + r"[^:]*" + re.escape(os.sep), "", message)

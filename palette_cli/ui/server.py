@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from .forms import MAX_SAMPLES, TASK_FIELDS, BadRequest, check_fields, load_image, parse_multipart, \
-    sampling_fields, task_options
+    restore_settings
 from .restorer import Busy, ModelError, Restorer, Stopped
 
 MAX_UPLOAD_BYTES = 64 << 20  # a request's whole body; the pixels are limited as the command line decodes
@@ -224,12 +224,11 @@ class Handler(BaseHTTPRequestHandler):
     def _restore(self, task: str, body: bytes) -> dict[str, Any]:
         """Check the form, decode the uploads, restore: the JSON answer."""
         fields = check_fields(task, parse_multipart(self.headers.get("Content-Type", ""), body))
-        sampling = sampling_fields(fields)
         with tempfile.TemporaryDirectory(dir=self.server.workdir) as tmp:
             folder = Path(tmp)
             path, photo = load_image(fields["image"], folder)
-            options = task_options(task, fields, photo, folder)
-            samples, seconds = self.server.restorer.restore(task, path, options, sampling, folder=folder)
+            settings = restore_settings(task, fields, photo, folder)
+            samples, seconds = self.server.restorer.restore(settings, path, folder=folder)
         self.server.log(f"{task}: {len(samples)} sample(s) of a {photo.size[0]}x{photo.size[1]} photo "
                         f"in {seconds:.1f} s")
         return {"images": ["data:image/png;base64," + base64.b64encode(s.png).decode() for s in samples],
