@@ -2,6 +2,8 @@
 
     import palette_cli
     report = palette_cli.restore_files("jpeg", ["photos/"], output="restored/", quality=10)
+    settings = palette_cli.RestoreSettings("inpaint", mask_box=(30, 10, 25, 20), num_samples=4)
+    report = palette_cli.restore_files(settings, ["photo.png"], output="out/")
     model = palette_cli.load_model("colorize")
 
 Names are imported on first use so that `import palette_cli` (and `palette --help`) stays fast
@@ -26,6 +28,7 @@ _LAZY = {
     "convert_checkpoint": "convert",
     "push_model": "hub",
     "restore_files": "restore",
+    "RestoreSettings": "settings",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -238,14 +238,15 @@ class _Run:
         results = pipeline.restore_stream(
             self.model, self._prepared(jobs), num_samples=s.num_samples, sampling=self.sampling, seed=s.seed,
             batch_size=s.batch_size, callback=lambda done, total: self.notify(Event("steps", done, total)))
-        with _Writer() as writer:
-            try:
+        writer = _Writer()
+        try:
+            with writer:
                 for job, result in results:
                     outputs = self._outputs(job, result)
                     writer.submit(lambda outputs=outputs: [_save(*o) for o in outputs],
                                   lambda outcomes, job=job, result=result: self._saved(job, result, outcomes))
-            finally:
-                self.report.writing = writer.waited
+        finally:
+            self.report.writing = writer.waited
 
     def _prepared(self, jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
         """(job, prepared photo) for each input that can be read; the others are reported and skipped."""

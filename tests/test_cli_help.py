@@ -28,3 +28,15 @@ def test_every_option_has_help():
                if getattr(param, "help", "x") is None and param.param_type_name == "option"
                and param.name not in ("help",)]
     assert missing == []
+
+
+def test_version_and_the_help_of_inputs_says_folders_need_no_recursive():
+    from typer.testing import CliRunner
+
+    from palette_cli import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"palette {__version__}\n"
+    helps = {param.name: param.help for name, param in _options() if name == "colorize"}
+    assert "folders (the images in them; with --recursive, in their subfolders too)" in helps["inputs"]
+    assert helps["recursive"].startswith("Also read the subfolders")

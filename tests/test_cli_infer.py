@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import make_tiny_model
 from palette_cli.cli import _register, app
+from palette_cli.settings import MAX_SAMPLES
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -372,3 +374,70 @@ def test_uncrop_half_doubles_a_seven_pixel_photo(tmp_path, tiny_model_dir):
     with Image.open(tmp_path / "out" / "small.uncrop.0.png") as out:
         assert out.size == (14, 5)
         assert np.array_equal(np.asarray(out.convert("RGB"))[:, :7], pixels(tmp_path / "small.png"))
+
+
+# --- issue 29: huge -n, streaming samples, the summary, the default model --------------------
+
+
+def test_a_million_samples_is_one_error_line_before_any_work(tmp_path):
+    shutil.copy(DATA / "kodim23-96.png", tmp_path / "kodim23-96.png")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "palette_cli", "inpaint", "kodim23-96.png", "--mask-box",
+                           "30,10,25,20", "-n", "1000000"], capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(), timeout=60)
+    assert time.perf_counter() - start < 5
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: num_samples (-n) is at most {MAX_SAMPLES} per input, got 1000000; "
+                                        "each sample is a whole sampling run (for more, run again with another --seed)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kodim23-96.png"]
+
+
+def test_the_summary_counts_every_input_tried(photos, tmp_path, tiny_model_dir):
+    (photos / "notes.png").write_text("not a picture")
+    out = tmp_path / "out"
+    result = palette("colorize", photos, photos / "missing.png", "-o", out, "--model", tiny_model_dir, "-n", "2")
+    assert result.exit_code == 1
+    summary = [line for line in result.stderr.splitlines() if line.startswith("colorize:")]
+    assert summary == [f"colorize: 4 written, 2 failed; 8 image(s) in {out} in " + summary[0].split(" in ")[-1]]
+    again = palette("colorize", photos / "kodim05-96.png", "-o", out, "--model", tiny_model_dir, "-n", "3",
+                    "--skip-existing")
+    assert again.exit_code == 0 and again.stderr.startswith(f"colorize: 1 written, 0 failed; 1 image(s) in {out}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_many_samples_keeps_those_written(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    args = ["inpaint", str(PHOTOS[0]), "--mask-box", "30,10,25,20", "-n", "40", "-o", str(out), "--model",
+            str(tiny_model_dir), "--json", "--batch-size", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "palette_cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
+    first = json.loads(proc.stdout.readline())  # sample 0 is written while the others are still sampling
+    proc.send_signal(signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=120)
+    assert first["output"].endswith(f"{PHOTOS[0].stem}.inpaint.0.png") and first["sample"] == 0
+    assert proc.returncode == 130 and "rerun with --skip-existing" in stderr and "Traceback" not in stderr
+    written = sorted(out.iterdir())
+    assert 1 <= len(written) < 40 and leftovers(tmp_path) == []
+    assert len(written) == 1 + len(rest.splitlines())  # every file written was reported, and is complete
+    for path in written:
+        with Image.open(path) as im:
+            im.load()
+
+
+@pytest.mark.slow
+def test_the_default_model_is_the_builtin_one_whatever_folders_are_here(tmp_path, monkeypatch):
+    """`palette colorize photo.jpg -o colorize`, and a run from a folder that holds a `colorize/` folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(DATA / "kodim23-96.png", "photo.png")
+    result = palette("colorize", "photo.png", "-o", "colorize")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in Path("colorize").iterdir()] == ["photo.colorize.0.png"]
+    (tmp_path / "inpaint").mkdir()  # a folder named like a task, not a model
+    result = palette("inpaint", "photo.png", "--mask-box", "30,10,25,20")
+    assert result.exit_code == 0, result.output
+    assert Path("photo.inpaint.0.png").is_file()
+    with Image.open("colorize/photo.colorize.0.png") as im:
+        assert json.loads(im.text["palette"])["model"] == "colorize"
+    # A local folder is still a model when named with --model, as a path.
+    bad = palette("jpeg", "photo.png", "--model", "./inpaint")
+    assert bad.exit_code == 1 and "inpaint: missing config.json; not a palette model directory" in bad.stderr

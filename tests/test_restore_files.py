@@ -16,6 +16,7 @@ from PIL import Image
 from palette_cli import restore_files
 from palette_cli.errors import PaletteError
 from palette_cli.restore import SettingsError
+from palette_cli.settings import RestoreSettings
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -114,3 +115,35 @@ def test_whole_run_problems_raise_before_any_work(tmp_path, tiny_model_dir):
     with pytest.raises(SettingsError, match="unknown device"):
         restore_files("jpeg", [PHOTOS[0]], output=out, model=tiny_model_dir, device="tpu")
     assert list(out.iterdir()) == []  # the folder is made, nothing is written in it
+
+
+def test_samples_are_on_disk_while_the_later_ones_still_sample(tmp_path, tiny_model_dir):
+    """-n 8, one sample per network call: sample 0's file exists before the last sample's steps are done."""
+    out = tmp_path / "out"
+    first = out / f"{PHOTOS[0].stem}.inpaint.0.png"
+    seen = []  # (steps done in the current part, whether sample 0 is on disk), at every sampler step
+
+    def watch(event):
+        if event.kind == "steps":
+            seen.append((event.done, first.is_file()))
+
+    settings = RestoreSettings("inpaint", mask_box=(30, 10, 25, 20), num_samples=8, batch_size=1, refine="off")
+    report = restore_files(settings, [PHOTOS[0]], output=out, model=tiny_model_dir, on_progress=watch)
+    assert [w.sample for w in report.written] == list(range(8)) and report.succeeded == 1
+    steps = len(seen) // 8  # one part per sample, each its own run of sampler steps
+    assert len(seen) == 8 * steps and [done for done, _ in seen[:steps]] == list(range(1, steps + 1))
+    assert not seen[0][1] and all(on_disk for _, on_disk in seen[-steps:])  # the last sample ran with 0 written
+    # The same pixels as all eight samples in one call.
+    together = restore_files("inpaint", [PHOTOS[0]], output=tmp_path / "together", model=tiny_model_dir,
+                             num_samples=8, mask_box=(30, 10, 25, 20), refine="off")
+    for a, b in zip(report.written, together.written):
+        with Image.open(a.output) as x, Image.open(b.output) as y:
+            assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_settings_are_given_once(tmp_path, tiny_model_dir):
+    with pytest.raises(SettingsError, match="give the settings once: seed"):
+        restore_files(RestoreSettings("jpeg"), [PHOTOS[0]], output=tmp_path, seed=3)
+    with pytest.raises(SettingsError, match="give exactly one of --mask, --mask-box, --mask-mode"):
+        restore_files("inpaint", [PHOTOS[0]], output=tmp_path / "never", model=tiny_model_dir)
+    assert not (tmp_path / "never").exists()
