@@ -168,6 +168,53 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], image_name: str = 
         raise PaletteError(f"{path}: {err}") from None
 
 
+# --- masks shared by the masked tasks (inpaint, uncrop) ---------------------------------------
+
+
+def check_mask_size(h: int, w: int) -> None:
+    """Reject non-positive mask sizes."""
+    if h < 1 or w < 1:
+        raise PaletteError(f"mask size must be positive, got h={h}, w={w}")
+
+
+def empty_mask(h: int, w: int) -> torch.Tensor:
+    """An all-known (zero) float32 mask of shape (1, h, w)."""
+    return torch.zeros(1, h, w, dtype=torch.float32)
+
+
+def check_mask(mask: torch.Tensor, h: int, w: int) -> None:
+    """Reject a mask whose shape is not (1, h, w)."""
+    if tuple(mask.shape) != (1, h, w):
+        raise PaletteError(f"mask shape {tuple(mask.shape)} does not match the image; expected (1, {h}, {w})")
+
+
+def box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """Mask of the rectangle box = (x, y, width, height) in pixels, which must lie inside the h x w image."""
+    check_mask_size(h, w)
+    x, y, bw, bh = (int(v) for v in box)
+    if bw < 1 or bh < 1:
+        raise PaletteError(f"mask box {x},{y},{bw},{bh} (x, y, width, height) is empty")
+    if x < 0 or y < 0 or x + bw > w or y + bh > h:
+        raise PaletteError(f"mask box {x},{y},{bw},{bh} (x, y, width, height) reaches outside the {w}x{h} image "
+                           f"(it spans x {x}..{x + bw}, y {y}..{y + bh}); give a box inside the image")
+    mask = empty_mask(h, w)
+    mask[:, y:y + bh, x:x + bw] = 1.0
+    return mask
+
+
+def mean_fill(cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hole filled with the mean colour of the known pixels (mid-gray when nothing is known)."""
+    known = 1 - mask
+    mean = (cond * known).sum(dim=(-2, -1), keepdim=True) / known.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
+    return cond * known + mean * mask
+
+
+def masked_view(region: torch.Tensor, mask: torch.Tensor, size: int) -> torch.Tensor:
+    """`region` at size x size with the hole (`mask` scaled up) filled by the mean colour of the known pixels:
+    what a frozen encoder sees of a masked task, nothing of the hole's content showing."""
+    return mean_fill(resize(region, (size, size)), resize_mask(mask, (size, size)))
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
     arr = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.float32))

@@ -1,4 +1,4 @@
-"""Tests for palette_cli.tasks: the registry, the shared masks, each task's degradation."""
+"""Tests for palette_cli.tasks: the registry, each fill task's masks, each task's degradation."""
 
 from __future__ import annotations
 
@@ -19,16 +19,9 @@ from palette_cli import images
 from palette_cli.tasks import TASKS, colorize, degrade, inpaint, jpeg, uncrop
 from palette_cli.tasks.colorize import to_gray
 from palette_cli.tasks.jpeg import encode_jpeg, jpeg_recompress, jpeg_recompress_tensor, sample_jpeg_quality
-from palette_cli.tasks.masks import (
-    UNCROP_SIDES,
-    box_mask,
-    center_mask,
-    free_form_mask,
-    random_box_mask,
-    train_inpaint_mask,
-    train_uncrop_mask,
-    uncrop_mask,
-)
+from palette_cli.images import box_mask
+from palette_cli.tasks.inpaint import center_mask, free_form_mask, random_box_mask, train_inpaint_mask
+from palette_cli.tasks.uncrop import UNCROP_SIDES, train_uncrop_mask, uncrop_mask
 
 MASKED_TASKS = tuple(name for name, module in tasks.REGISTRY.items() if module.MASKED)
 
@@ -96,17 +89,28 @@ def test_to_gray_rejects_wrong_channels():
 # --- deterministic masks --------------------------------------------------------------------
 
 
-def test_box_mask_clips_to_image():
-    mask = box_mask(H, W, (40, -5, 20, 10))
+def test_box_mask_covers_exactly_the_box():
+    mask = box_mask(H, W, (40, 5, 8, 10))
     assert_valid_mask(mask)
-    assert mask.sum() == (W - 40) * 5
-    assert mask[0, 0:5, 40:].all() and mask[0, 5:, :].sum() == 0
+    assert mask.sum() == 8 * 10 and mask[0, 5:15, 40:48].all()
 
 
-@pytest.mark.parametrize("box", [(W, 0, 5, 5), (0, 0, 0, 5), (-10, -10, 5, 5)])
-def test_box_mask_empty_after_clipping_raises(box):
-    with pytest.raises(PaletteError):
+@pytest.mark.parametrize("box", [(40, -5, 20, 10), (W, 0, 5, 5), (-10, -10, 5, 5), (0, 0, W + 1, 5)])
+def test_box_mask_partly_outside_the_image_is_refused_with_one_clear_line(box):
+    with pytest.raises(PaletteError, match=rf"reaches outside the {W}x{H} image") as err:
         box_mask(H, W, box)
+    assert "\n" not in str(err.value)
+
+
+def test_empty_box_mask_is_refused():
+    with pytest.raises(PaletteError, match="is empty"):
+        box_mask(H, W, (0, 0, 0, 5))
+
+
+def test_inpaint_mask_box_outside_the_photo_names_the_problem():
+    photo = images.photo_from_pil(natural_image(64, 96))
+    with pytest.raises(PaletteError, match=r"mask box 90,10,20,20 .* reaches outside the 96x64 image"):
+        inpaint.inpaint_mask(photo, mask_box=(90, 10, 20, 20))
 
 
 def test_center_mask_is_quarter_in_the_middle():
@@ -530,7 +534,7 @@ def test_degrade_errors():
 
 
 def test_module_uses_no_global_random():
-    for module in (tasks, tasks.masks, *tasks.REGISTRY.values()):
+    for module in (tasks, *tasks.REGISTRY.values()):
         src = open(module.__file__, encoding="utf-8").read()
         assert "import random" not in src and "np.random" not in src, module.__name__
     assert math.isclose(0.299 + 0.587 + 0.114, 1.0)

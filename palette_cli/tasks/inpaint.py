@@ -7,22 +7,189 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .. import images, seeds
 from ..diffusion import fill_noise
 from ..config import Recipe
 from ..errors import PaletteError
+from ..images import box_mask, check_mask, check_mask_size, empty_mask, masked_view, mean_fill
 from .base import Prepared, no_extra_scores
-from .masks import (box_mask, center_mask, check_mask, degrade_with_mask, free_form_mask, masked_view,
-                    mean_fill, random_box_mask, train_inpaint_mask)
 
 NAME = "inpaint"
 MASKED = True  # the network generates the hole only; the loss and the scores look at the hole
 BASELINE = "mean-colour fill (mean of the known pixels)"
 RECIPE = Recipe("x0", True, "ddim", 1)  # measured with the built-in inpaint model (its card)
 EVAL_OPTIONS = ("mask_mode",)
+
+# --- masks: the centre box, free-form strokes, random boxes (all draws from the caller's generator) ---
+
+# Free-form stroke parameters of DeepFill v2 / Palette (Yu et al. 2019, Algorithm 1),
+# given for a 256 px image and scaled with min(h, w).
+_REF_SIZE = 256
+_MIN_STROKES, _MAX_STROKES = 1, 4
+_MIN_VERTEX, _MAX_VERTEX = 4, 12
+_MEAN_ANGLE = 2 * math.pi / 5
+_ANGLE_RANGE = 2 * math.pi / 15
+_MIN_WIDTH, _MAX_WIDTH = 12, 40
+
+# Bounds that keep the area-controlled samplers terminating.
+_BOX_ATTEMPTS = 50
+_STROKE_ATTEMPTS = 30
+_TRAIN_MIN_AREA, _TRAIN_MAX_AREA = 0.1, 0.3
+
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    """One float drawn uniformly from [low, high)."""
+    u = torch.rand((), generator=generator, device=generator.device).item()
+    return low + (high - low) * u
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """One integer drawn uniformly from [low, high], both ends included."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator, device=generator.device).item())
+
+
+def _normal(generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> float:
+    """One float drawn from N(mean, std^2)."""
+    return mean + std * torch.randn((), generator=generator, device=generator.device).item()
+
+
+def _area(mask: Tensor) -> float:
+    """Fraction of pixels that are masked."""
+    return float(mask.mean())
+
+
+def center_mask(h: int, w: int) -> Tensor:
+    """Palette's centre mask: the central rectangle of half the height and half the width."""
+    check_mask_size(h, w)
+    bh, bw = max(h // 2, 1), max(w // 2, 1)
+    return box_mask(h, w, (w // 4, h // 4, bw, bh))
+
+
+def _pil_to_mask(image: Image.Image) -> Tensor:
+    """Convert an 'L' drawing (non-zero = hole) to a (1, H, W) float32 mask."""
+    return torch.from_numpy((np.asarray(image) > 0).astype(np.float32))[None]
+
+
+def _draw_stroke(canvas: Image.Image, generator: torch.Generator) -> None:
+    """Draw one free-form brush stroke (Yu et al. 2019, Algorithm 1) onto an 'L' canvas."""
+    w, h = canvas.size
+    scale = min(h, w) / _REF_SIZE
+    # DeepFill's radius is diag/8 on square images; min(h, w) keeps strokes alike across sizes.
+    avg_radius = min(h, w) * math.sqrt(2) / 8
+    num_vertex = _randint(generator, _MIN_VERTEX, _MAX_VERTEX)
+    angle_min = _MEAN_ANGLE - _uniform(generator, 0.0, _ANGLE_RANGE)
+    angle_max = _MEAN_ANGLE + _uniform(generator, 0.0, _ANGLE_RANGE)
+    vertices = [(_uniform(generator, 0, w), _uniform(generator, 0, h))]
+    for i in range(num_vertex):
+        angle = _uniform(generator, angle_min, angle_max)
+        # Alternate turning direction so the stroke zig-zags instead of circling.
+        if i % 2 == 0:
+            angle = 2 * math.pi - angle
+        r = min(max(_normal(generator, avg_radius, avg_radius / 2), 0.0), 2 * avg_radius)
+        px, py = vertices[-1]
+        vertices.append(
+            (min(max(px + r * math.cos(angle), 0.0), w), min(max(py + r * math.sin(angle), 0.0), h))
+        )
+    width = max(int(_uniform(generator, _MIN_WIDTH * scale, _MAX_WIDTH * scale)), 1)
+    draw = ImageDraw.Draw(canvas)
+    draw.line(vertices, fill=255, width=width)
+    # Discs at the vertices give the round joints of the paper.
+    half = width / 2
+    for vx, vy in vertices:
+        draw.ellipse((vx - half, vy - half, vx + half, vy + half), fill=255)
+
+
+def _random_flip(canvas: Image.Image, generator: torch.Generator) -> Image.Image:
+    """Randomly mirror the canvas, as DeepFill does, to undo the stroke angle bias."""
+    if _uniform(generator, 0.0, 1.0) < 0.5:
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if _uniform(generator, 0.0, 1.0) < 0.5:
+        canvas = canvas.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return canvas
+
+
+def free_form_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
+    """Free-form brush-stroke mask of 1-4 strokes (Yu et al. 2019), never empty."""
+    check_mask_size(h, w)
+    canvas = Image.new("L", (w, h), 0)
+    for _ in range(_randint(generator, _MIN_STROKES, _MAX_STROKES)):
+        _draw_stroke(canvas, generator)
+    return _pil_to_mask(_random_flip(canvas, generator))
+
+
+def _check_area_range(min_area: float, max_area: float) -> None:
+    """Reject an area range that is not 0 < min_area <= max_area < 1."""
+    if not 0.0 < min_area <= max_area < 1.0:
+        raise PaletteError(f"mask area range must satisfy 0 < min <= max < 1, got [{min_area}, {max_area}]")
+
+
+def _closest_single_box(h: int, w: int, generator: torch.Generator, target: float) -> Tensor:
+    """One randomly placed box whose area fraction is as close to `target` as pixels allow."""
+    best: tuple[float, int, int] | None = None
+    for bw in range(1, w + 1):
+        bh = min(max(round(target * h * w / bw), 1), h)
+        err = abs(bw * bh / (h * w) - target)
+        if best is None or err < best[0]:
+            best = (err, bw, bh)
+    assert best is not None
+    _, bw, bh = best
+    x, y = _randint(generator, 0, w - bw), _randint(generator, 0, h - bh)
+    return box_mask(h, w, (x, y, bw, bh))
+
+
+def random_box_mask(
+    h: int, w: int, generator: torch.Generator, min_area: float = 0.1, max_area: float = 0.3
+) -> Tensor:
+    """1-5 random rectangles whose union covers between min_area and max_area of the image."""
+    check_mask_size(h, w)
+    _check_area_range(min_area, max_area)
+    for _ in range(_BOX_ATTEMPTS):
+        n = _randint(generator, 1, 5)
+        target = _uniform(generator, min_area, max_area)
+        mask = empty_mask(h, w)
+        for _ in range(n):
+            aspect = math.exp(_uniform(generator, -math.log(3), math.log(3)))
+            each = target / n
+            bh = min(max(round(min(math.sqrt(each * aspect), 1.0) * h), 1), h)
+            bw = min(max(round(min(math.sqrt(each / aspect), 1.0) * w), 1), w)
+            y, x = _randint(generator, 0, h - bh), _randint(generator, 0, w - bw)
+            mask[:, y : y + bh, x : x + bw] = 1.0
+        if min_area <= _area(mask) <= max_area:
+            return mask
+    # Overlaps kept missing the range: one box sized to the target always terminates,
+    # and is in range whenever the pixel grid can express it.
+    return _closest_single_box(h, w, generator, _uniform(generator, min_area, max_area))
+
+
+def _area_bounded_free_form(h: int, w: int, generator: torch.Generator) -> Tensor | None:
+    """Add strokes (dropping any that overshoot) until the area is in the training range, or None."""
+    canvas = Image.new("L", (w, h), 0)
+    for _ in range(_STROKE_ATTEMPTS):
+        candidate = canvas.copy()
+        _draw_stroke(candidate, generator)
+        area = float((np.asarray(candidate) > 0).mean())
+        if area > _TRAIN_MAX_AREA:
+            continue  # this stroke overshoots: drop it and try another
+        canvas = candidate
+        if area >= _TRAIN_MIN_AREA:
+            return _pil_to_mask(_random_flip(canvas, generator))
+    return None
+
+
+def train_inpaint_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
+    """Training inpainting mask: free-form 60%, random boxes 40%, area within 10-30%."""
+    check_mask_size(h, w)
+    if _uniform(generator, 0.0, 1.0) < 0.6:
+        mask = _area_bounded_free_form(h, w, generator)
+        if mask is not None:
+            return mask
+    return random_box_mask(h, w, generator, _TRAIN_MIN_AREA, _TRAIN_MAX_AREA)
+
+
 
 # Evaluation masks, drawn at the evaluation size from the image's degradation generator.
 EVAL_MASKS = {
@@ -38,7 +205,12 @@ USER_MASK_MODES = ("center", "free-form")  # --mask-mode of `palette inpaint`
 def degrade(target: Tensor, generator: torch.Generator, *, mask_mode: str = "train",
             mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The target with a hole of noise: `mask` if given, else one drawn as `mask_mode` says."""
-    return degrade_with_mask(target, generator, mask, EVAL_MASKS[mask_mode])
+    h, w = target.shape[-2:]
+    if mask is None:
+        mask = EVAL_MASKS[mask_mode](h, w, generator)
+    check_mask(mask, h, w)
+    mask = mask.to(device=target.device, dtype=target.dtype)
+    return fill_noise(target, mask, generator), mask
 
 
 def check(*, mask_mode: str = "center", **_other: Any) -> None:

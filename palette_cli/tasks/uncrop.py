@@ -14,9 +14,51 @@ from .. import images, seeds
 from ..diffusion import fill_noise
 from ..config import Recipe
 from ..errors import PaletteError
+from ..images import check_mask, check_mask_size, empty_mask, masked_view, mean_fill
 from .base import Prepared, no_extra_scores
-from .masks import (UNCROP_SIDES, degrade_with_mask, masked_view, mean_fill, train_uncrop_mask,
-                    uncrop_mask)
+
+UNCROP_SIDES = ("left", "right", "top", "bottom", "all")
+
+
+# --- masks: one side's strip or a border ------------------------------------------------------
+
+
+def uncrop_mask(h: int, w: int, side: str, ratio: float = 0.5) -> Tensor:
+    """Mask the `ratio` strip on one side, or a border of area fraction `ratio` for "all"."""
+    check_mask_size(h, w)
+    if side not in UNCROP_SIDES:
+        raise PaletteError(f"unknown uncrop side {side!r}; choose one of {', '.join(UNCROP_SIDES)}")
+    if not 0.0 < ratio < 1.0:
+        raise PaletteError(f"uncrop ratio must be strictly between 0 and 1, got {ratio}")
+    mask = empty_mask(h, w)
+    if side == "all":
+        # The kept centre keeps the aspect ratio and has area (1 - ratio).
+        scale = math.sqrt(1.0 - ratio)
+        kh = min(max(round(h * scale), 1), h)
+        kw = min(max(round(w * scale), 1), w)
+        top, left = (h - kh) // 2, (w - kw) // 2
+        mask.fill_(1.0)
+        mask[:, top : top + kh, left : left + kw] = 0.0
+        return mask
+    length = w if side in ("left", "right") else h
+    # At least one pixel masked, and one kept when the image allows it.
+    n = min(max(round(length * ratio), 1), max(length - 1, 1))
+    if side == "left":
+        mask[:, :, :n] = 1.0
+    elif side == "right":
+        mask[:, :, length - n :] = 1.0
+    elif side == "top":
+        mask[:, :n, :] = 1.0
+    else:
+        mask[:, length - n :, :] = 1.0
+    return mask
+
+
+def train_uncrop_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
+    """Training uncrop mask: uniform over the four sides and all borders, 50% masked."""
+    side = UNCROP_SIDES[int(torch.randint(0, len(UNCROP_SIDES), (1,), generator=generator, device=generator.device))]
+    return uncrop_mask(h, w, side, 0.5)
+
 
 NAME = "uncrop"
 MASKED = True
@@ -29,8 +71,12 @@ EVAL_SIDES = (*UNCROP_SIDES, "random")  # "random": the training mix of sides
 def degrade(target: Tensor, generator: torch.Generator, *, side: str = "random",
             mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The target with half of it (one side, or a border) replaced by noise."""
-    draw = train_uncrop_mask if side == "random" else lambda h, w, _: uncrop_mask(h, w, side)
-    return degrade_with_mask(target, generator, mask, draw)
+    h, w = target.shape[-2:]
+    if mask is None:
+        mask = train_uncrop_mask(h, w, generator) if side == "random" else uncrop_mask(h, w, side)
+    check_mask(mask, h, w)
+    mask = mask.to(device=target.device, dtype=target.dtype)
+    return fill_noise(target, mask, generator), mask
 
 
 def check(*, side: str = "right", **_other: Any) -> None:
