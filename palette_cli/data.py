@@ -98,6 +98,7 @@ class Item:
     mask: torch.Tensor  # (1, S, S), all zero when the task has no mask
     task: int  # index into the run's task list
     view: torch.Tensor | None = None  # (3, V, V): what a frozen encoder sees (tasks.encoder_view)
+    encoded: torch.Tensor | None = None  # (320, V/32, V/32): that view's cached stride-32 map (CachedViews)
 
 
 def make_item(img: Image.Image, tasks: Sequence[str], size: int, generator: torch.Generator,
@@ -165,3 +166,49 @@ def validation_batch(paths: Sequence[Path], tasks: Sequence[str], size: int, see
                           tasks.index(task), view))
     return items
 
+
+
+class CachedViews(torch.utils.data.Dataset):
+    """Item k of a run trained from a feature cache (feature_cache.py): view perm_e[k mod N] of the
+    cached views `rows`, its colours the target (at `size`, antialiased down from the cache's grid),
+    its gray the source and its stride-32 map what the encoder saw. Colorize only: the cache holds
+    the gray views' maps. The cache is opened in each process that reads it (loader workers too)."""
+
+    def __init__(self, folder: Path, rows: Sequence[int], size: int, seed: int):
+        if not len(rows):
+            raise PaletteError(f"{folder}: no cached views of the training images")
+        self.folder, self.rows, self.size, self.seed = Path(folder), list(rows), size, seed
+        self._cache = None
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": None}  # memmaps are reopened, not pickled, in a worker
+
+    def image_index(self, k: int) -> int:
+        """Which view item k uses: each epoch visits every view once, in a seeded order (as TrainingImages)."""
+        epoch, pos = divmod(k, len(self.rows))
+        if epoch != self._epoch:
+            gen = seeds.stream(self.seed, "shuffle", epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.rows), generator=gen)
+        return int(self._perm[pos])
+
+    def item(self, row: int) -> Item:
+        """The cached view `row` as a training item."""
+        from .feature_cache import FeatureCache
+        from .images import resize
+
+        if self._cache is None:
+            self._cache = FeatureCache(self.folder)
+        target = torch.from_numpy(self._cache.rgb[row].copy()).float() / 127.5 - 1
+        target = resize(target, (self.size, self.size))
+        cond, _ = tasks_module.degrade("colorize", target, torch.Generator())
+        encoded = torch.from_numpy(self._cache.maps[-1][row].astype("float32"))
+        return Item(target, cond, torch.zeros(1, self.size, self.size), 0, encoded=encoded)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        item = self.item(self.rows[self.image_index(k)])
+        return {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(0),
+                "encoded": item.encoded}
