@@ -120,7 +120,7 @@ def _settings(settings: RestoreSettings | str, options: dict[str, Any]) -> Resto
     """The settings given, or made from a task name and keyword options."""
     if isinstance(settings, RestoreSettings):
         if options:
-            raise SettingsError(f"give the settings once: {', '.join(options)} are RestoreSettings fields")
+            raise SettingsError(f"settings given twice: put {', '.join(options)} in the RestoreSettings")
         return settings
     names = {f.name for f in dataclasses.fields(RestoreSettings)} - {"task", "extra"}
     extra = {k: v for k, v in options.items() if k not in names}

@@ -142,7 +142,7 @@ def test_samples_are_on_disk_while_the_later_ones_still_sample(tmp_path, tiny_mo
 
 
 def test_settings_are_given_once(tmp_path, tiny_model_dir):
-    with pytest.raises(SettingsError, match="give the settings once: seed"):
+    with pytest.raises(SettingsError, match="settings given twice: put seed in the RestoreSettings"):
         restore_files(RestoreSettings("jpeg"), [PHOTOS[0]], output=tmp_path, seed=3)
     with pytest.raises(SettingsError, match="give exactly one of --mask, --mask-box, --mask-mode"):
         restore_files("inpaint", [PHOTOS[0]], output=tmp_path / "never", model=tiny_model_dir)
