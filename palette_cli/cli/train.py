@@ -88,7 +88,28 @@ class RunControl:
         "total, model, images, skipped).")] = False
 
 
-training_command = option_groups(training=TrainingOptions, control=RunControl)
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Colorize from cached encoder maps, and the colour head, for train and finetune alike."""
+
+    feature_cache: Annotated[Path | None, typer.Option(
+        help="Colorize with --encoder: compute the encoder's maps of the training photos once into this folder "
+        "(added to if it exists; about 190 KB a view) and train from it, without the encoder in the loop. "
+        "Crops are the cached views' colours, 64x64 (a smaller --image-size is resized from them); "
+        "--crop does not apply; not with --pyramid \\[default: none; with --colour-head, RUN_DIR/features; "
+        "a resumed run keeps its own].", show_default=False)] = None
+    cache_views: Annotated[int | None, typer.Option(
+        help="Views of each photo in the feature cache: the whole photo and random crops and mirror images "
+        "\\[default: 4].", show_default=False)] = None
+    colour_head: Annotated[bool, typer.Option(
+        "--colour-head", help="Colorize: train a colour head (classification over chroma bins, decoded by the "
+        "annealed mean) from the feature cache and attach it to a colorize model as RUN_DIR/model: train puts "
+        "it on --init (the built-in colorize model by default), finetune continues MODEL's own head (or adds "
+        "one). The head's recipe sets the defaults of --steps 20000, --batch-size 32, --lr 1e-3 and "
+        "--warmup 300.")] = False
+
+
+training_command = option_groups(training=TrainingOptions, control=RunControl, cached=FeatureOptions)
 
 
 def _rank() -> int:
@@ -148,9 +169,26 @@ class _Display:
                                  console=err, disable=not chatty, transient=False)
         self.bar: Any = None
         self.saved = 0
+        self.cache = Progress(TextColumn("[bold]features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              TextColumn("eta"), TimeRemainingColumn(), console=err, disable=not chatty)
+        self.cache_bar: Any = None
+
+    def _cache(self, event: Any) -> None:
+        """The feature cache's progress: views computed of those it lacked."""
+        if self.cache_bar is None and event.total:
+            if self.chatty:
+                err.print(f"computing the encoder's maps of {event.total} view(s) into {event.message}")
+            self.cache.start()
+            self.cache_bar = self.cache.add_task("features", total=event.total)
+        if self.cache_bar is not None:
+            self.cache.update(self.cache_bar, completed=event.step)
+            if event.step >= event.total:
+                self.cache.stop()
 
     def __call__(self, event: Any) -> None:
-        if event.kind == "warning":
+        if event.kind == "cache":
+            self._cache(event)
+        elif event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
             if self.chatty:
@@ -165,8 +203,9 @@ class _Display:
 
     def stop(self) -> None:
         """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
-        if self.progress.live.is_started:
-            self.progress.stop()
+        for progress in (self.cache, self.progress):
+            if progress.live.is_started:
+                progress.stop()
 
 
 def _execute(start: Any, run_dir: Path, quiet: bool = False, as_json: bool = False) -> None:
@@ -215,15 +254,64 @@ def _finished(result: Any, run_dir: Path, chatty: bool, as_json: bool) -> None:
         err.print(f"done: {result.step} steps; model in {result.model_dir}")
 
 
-def _start(control: RunControl, data: list[Path], output: Path, changes: dict[str, Any], fresh: Any) -> None:
+def _start(control: RunControl, data: list[Path], output: Path, changes: dict[str, Any], fresh: Any,
+           features: Any = None) -> None:
     """Resume the run in `output`, or start one with `fresh(config, callback, should_stop)`."""
     from .. import train as training
 
     if control.resume:
-        start = lambda **kw: training.resume(data, output, changes, device=control.device, **kw)  # noqa: E731
+        start = lambda **kw: training.resume(data, output, changes, device=control.device,  # noqa: E731
+                                             features=features, **kw)
     else:
         start = fresh
     _execute(start, output, control.quiet, control.as_json)
+
+
+def _features(cached: FeatureOptions, default: Path | None = None) -> Any:
+    """The feature cache a run names (a FeatureSource), `default` when it names none, or None."""
+    from ..train_cache import DEFAULT_VIEWS, FeatureSource
+
+    folder = cached.feature_cache or default
+    if folder is None:
+        if cached.cache_views is not None:
+            raise fail("--cache-views goes with --feature-cache (or --colour-head)", 2)
+        return None
+    return FeatureSource(folder, cached.cache_views or DEFAULT_VIEWS)
+
+
+# TrainingOptions a colour head run has no use for.
+_NOT_FOR_THE_HEAD = ("image_size", "grad_accum", "loss", "encoder", "perceptual", "controls", "pyramid", "workers",
+                     "sample_every", "sample_steps", "crop")
+
+
+def _colour_head(control: RunControl, data: list[Path], output: Path, training: TrainingOptions,
+                 base: str | None, cached: FeatureOptions, **head: Any) -> None:
+    """Train (or resume) a colour head run: train_colour.train_colour_head with the head's own defaults."""
+    from .. import train_colour
+
+    ignored = [f"--{name.replace('_', '-')}" for name in _NOT_FOR_THE_HEAD if getattr(training, name) is not None]
+    if ignored:
+        raise fail(f"--colour-head trains a colour head, not a UNet: {', '.join(ignored)} do(es) not apply", 2)
+    features = _features(cached, None if control.resume else output / "features")
+
+    def start(**kw: Any):
+        config = train_colour.head_config(output, control.resume, control.device, batch_size=training.batch_size,
+                                          seed=training.seed, ema_decay=training.ema_decay,
+                                          precision=training.precision, **head)
+        return train_colour.train_colour_head(data, output, config, base=base, features=features,
+                                              resume=control.resume, device=control.device,
+                                              log_every=training.log_every or 10,
+                                              save_every=training.save_every or 500, **kw)
+
+    _execute(start, output, control.quiet, control.as_json)
+
+
+def _is_colour_head_run(control: RunControl, cached: FeatureOptions, output: Path) -> bool:
+    if cached.colour_head:
+        return True
+    from ..train_colour import is_colour_head_run
+
+    return control.resume and is_colour_head_run(output)
 
 
 TaskOpt = Annotated[str | None, typer.Option(
@@ -251,23 +339,34 @@ def train_command(
     residual: Annotated[bool | None, typer.Option("--residual/--no-residual", help="Diffuse target minus "
                                                   "source (faster to learn) \\[default: on with x0, off "
                                                   "with another --objective].")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="With --colour-head: the colorize model (with an encoder) the head is attached to "
+             "\\[default: the built-in colorize model].")] = None,
     training: TrainingOptions,
     control: RunControl,
+    cached: FeatureOptions,
 ) -> None:
     """Train a new model on your photos; runs on N GPUs under `torchrun --nproc-per-node N`."""
     from .. import train as training_lib
 
     imports_done()
+    if _is_colour_head_run(control, cached, output):
+        if task not in (None, "colorize"):
+            raise fail("--colour-head trains colorize only", 2)
+        return _colour_head(control, data, output, training, init, cached, steps=steps, lr=lr, warmup=warmup)
+    if init is not None:
+        raise fail("--init goes with --colour-head; to train a saved model's network further, use palette finetune", 2)
     changes = _changes(tasks=task, preset=preset, steps=steps, lr=lr, warmup=warmup, objective=objective,
                        residual=residual, **dataclasses.asdict(training))
     if task is None and not control.resume:
         raise fail("pass --task (colorize, inpaint, uncrop, jpeg, or several joined by commas)", 2)
+    features = _features(cached)
 
     def fresh(**kw: Any):
         config = training_lib.TrainConfig(**{**changes, "tasks": training_lib.parse_tasks(task)})
-        return training_lib.train(data, output, config, device=control.device, **kw)
+        return training_lib.train(data, output, config, device=control.device, features=features, **kw)
 
-    _start(control, data, output, changes, fresh)
+    _start(control, data, output, changes, fresh, features)
 
 
 @app.command("finetune")
@@ -290,18 +389,23 @@ def finetune_command(
     warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps \\[default: {FINETUNE_WARMUP}].")] = None,
     training: TrainingOptions,
     control: RunControl,
+    cached: FeatureOptions,
 ) -> None:
-    """Continue training a saved model on your photos, keeping its network; may change its tasks."""
+    """Continue training a saved model on your photos, keeping its network (and its colour head's weights);
+    may change its tasks. With --colour-head, continue (or add) its colour head instead."""
     from .. import train as training_lib
     from ..checkpoint import read_config, resolve
 
     imports_done()
+    if _is_colour_head_run(control, cached, output):
+        return _colour_head(control, data, output, training, model, cached, steps=steps, lr=lr, warmup=warmup)
     changes = _changes(tasks=task, freeze=freeze, steps=steps, lr=lr, warmup=warmup, **dataclasses.asdict(training))
+    features = _features(cached)
 
     def fresh(**kw: Any):
         base = read_config(resolve(model))
         tasks = training_lib.parse_tasks(task) if task else base.tasks
         config = training_lib.TrainConfig.finetune(**{**changes, "tasks": tasks})
-        return training_lib.finetune(model, data, output, config, device=control.device, **kw)
+        return training_lib.finetune(model, data, output, config, device=control.device, features=features, **kw)
 
-    _start(control, data, output, changes, fresh)
+    _start(control, data, output, changes, fresh, features)
