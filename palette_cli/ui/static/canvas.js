@@ -1,7 +1,7 @@
 // The canvas, drawn from the state alone: the photo (or the picked result in its place, at the same scale),
 // the mask from its strokes, colour hints, uncrop's preview, before/after, progress and the brush outline.
 
-import { extent, uncropExtent } from "./state.js";
+import { extent, progressText, uncropExtent } from "./state.js";
 
 const MASK_COLOUR = "#ff2d55";
 const BACKGROUND = "#15171b";
@@ -238,9 +238,7 @@ function drawProgress(ctx, s, e) {
   ctx.font = "600 14px system-ui, sans-serif";
   ctx.textAlign = "center";
   ctx.textBaseline = "bottom";
-  const text = r.waiting && !r.total ? `${r.task}: waiting for the restore before it`
-    : r.total ? `${r.task}: step ${r.done} of ${r.total}` : `${r.task}: starting`;
-  ctx.fillText(text, x + w / 2, barY - 8);
+  ctx.fillText(progressText(r), x + w / 2, barY - 8);
   ctx.textAlign = "start";
 }
 

@@ -1,6 +1,7 @@
 // The panels around the canvas: each control sends an action, and `render` sets every control from the state.
 
 import { fileOf } from "./api.js";
+import { progressText } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -91,8 +92,8 @@ export function render(s, store) {
   set($("undo"), "disabled", !store.past.length || !!s.run);
   set($("redo"), "disabled", !store.future.length || !!s.run);
   set($("zoom"), "textContent", `${Math.round(s.view.zoom * 100)}%`);
-  set($("status"), "textContent", s.status.text);
-  $("status").classList.toggle("error", s.status.error);
+  set($("status"), "textContent", s.run ? progressText(s.run) : s.status.text);
+  $("status").classList.toggle("error", !s.run && s.status.error);
   set($("stage-hint"), "hidden", !!(s.photo && s.photo.shown));
   if (s.photo && !s.photo.shown) set($("stage-hint"), "textContent", `${s.photo.name}: this browser cannot show it; Run sends it anyway`);
   const canvas = $("editor");

@@ -101,6 +101,12 @@ function zoomAround(view, zoom, at) {
            fit: false };
 }
 
+// What a running restore is doing, in words (the status line and the canvas say it).
+export function progressText(run) {
+  if (run.waiting && !run.total) return `${run.task}: waiting for the restore before it`;
+  return run.total ? `${run.task}: step ${run.done} of ${run.total}` : `${run.task}: starting`;
+}
+
 // The actions: (state, action) -> the next state. An unknown action is a bug.
 export function reduce(s, a) {
   switch (a.type) {
