@@ -118,7 +118,7 @@ class RunWriter:
         cond = torch.stack([v.cond for v in validation]).to(device)
         out = torch.empty_like(target)
         gammas = schedule_gammas(mc.sample_schedule).to(device)
-        how = resolve_sampling(mc, steps=c.sample_steps)
+        how = resolve_sampling(dataclasses.replace(mc, colour_head=None), steps=c.sample_steps)  # the UNet's own
         for t in sorted({v.task for v in validation}):  # one sampler call per task: masks differ
             rows = [i for i, v in enumerate(validation) if v.task == t]
             mask = None

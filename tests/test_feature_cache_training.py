@@ -165,11 +165,12 @@ def test_cli_finetune_continues_a_models_head(head_run, photos, tmp_path):
 
 def test_finetuning_the_unet_carries_the_head_unchanged_across_resume(head_run, photos, tmp_path):
     _, head = split_head(read_weights(head_run / "model"))
-    config = T.TrainConfig.finetune(steps=1, batch_size=2, sample_every=0, precision="fp32")
+    config = T.TrainConfig.finetune(steps=1, batch_size=2, sample_every=1, sample_count=1, precision="fp32")
     first = T.finetune(head_run / "model", [photos], tmp_path / "ft", config, device="cpu")
     resumed = T.resume([photos], tmp_path / "ft", {"steps": 2}, device="cpu")
     for result in (first, resumed):
         unet, carried = split_head(read_weights(result.model_dir))
         assert set(carried) == set(head) and all(torch.equal(carried[k].float(), head[k].float()) for k in head)
+    assert (tmp_path / "ft" / "samples" / "step-000000002.png").is_file()  # the UNet's grid, sampled by the UNet
     assert load_model(resumed.model_dir).colour_head is not None
     assert any(k.startswith(HEAD_PREFIX) for k in read_weights(resumed.model_dir))
