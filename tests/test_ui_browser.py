@@ -361,15 +361,15 @@ def shown_png_raw(page: Browser) -> Image.Image:
 
 
 def main(photo: str, screenshot: str) -> None:
-    """The docs' screenshot: the built-in inpaint model on `photo` (kodim03, 768x512), the result in place
+    """The docs' screenshot: the built-in inpaint model on `photo` (kodim03 at 512x341), the result in place
     with the input left of the compare line, as a person sees the page."""
     with serving(None) as url, browser() as page:
         page.call("POST", "/window/rect", {"width": 1400, "height": 900})
         open_photo(page, url, Path(photo))
         # A brush stroke over the lettering of the yellow cap; the compare line through it.
-        paint(page, [(-258, -92), (-232, -78), (-205, -66), (-178, -52), (-160, -42)], None, 34)
+        paint(page, [(-309, -114), (-280, -97), (-250, -79), (-221, -62), (-192, -44)], None, 40)
         page.script("const s = document.getElementById('num-samples'); s.value = 2; s.dispatchEvent(new Event('change'))")
-        run(page, timeout=900)
+        run(page, timeout=3000)
         page.click("#thumbs .thumb[data-index='1']")
         page.script("const r = document.getElementById('split'); r.value = 0.25; r.dispatchEvent(new Event('input'))")
         page.after_frames("return 1")
