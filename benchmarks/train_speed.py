@@ -14,6 +14,12 @@ forward and backward, and the encoder's forward when the model has one; 2 FLOPs 
     fraction = (training images/s x FLOPs per image) / matmul FLOP/s
 
 Prints a summary, or with `--json` one JSON line (with the 1-minute load average before and after).
+
+    python benchmarks/train_speed.py --cache-ab --json       # encoder in the loop vs a feature cache
+
+`--cache-ab` times the same recipe with the encoder in the loop and trained from a feature cache
+(built first, untimed), alternating the two `--rounds` times, and reports each round's images/s and
+images per CPU-second of the process (steady under load, where wall time is not) and the ratios.
 On a machine whose cores are shared, compare `--threads 1` with the default: there one thread
 trained 4-13x faster than two (benchmarks/README.md).
 """
@@ -74,6 +80,23 @@ class StepClock:
         self.resumed = time.perf_counter()  # time spent here (and before the loop) is not the step's
 
 
+class CpuClock(StepClock):
+    """StepClock that also keeps each step's CPU seconds of this process (what a step costs whatever the
+    machine's load: with one thread, images per CPU-second is images/s on a core of one's own)."""
+
+    def __init__(self):
+        super().__init__(torch.float32, 10 ** 9, 0)
+        self.cpu: list[float] = []
+        self.cpu_resumed = time.process_time()
+
+    def __call__(self, event) -> None:
+        now = time.process_time()
+        if event.kind == "step":
+            self.cpu.append(now - self.cpu_resumed)
+        super().__call__(event)
+        self.cpu_resumed = time.process_time()
+
+
 def count_flops(data: list[Path], config: train.TrainConfig) -> float:
     """FLOPs of one training step of `config` (compile off: the count is the same, the tracing is not)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -90,11 +113,42 @@ def _without_compile(config: train.TrainConfig) -> train.TrainConfig:
     return dataclasses.replace(config, compile=False) if hasattr(config, "compile") else config
 
 
-def timed_run(data: list[Path], config: train.TrainConfig, clock: StepClock) -> None:
-    """The real loop for config.steps steps, reporting to `clock`."""
+def timed_run(data: list[Path], config: train.TrainConfig, clock: StepClock,
+              features: train.FeatureSource | None = None) -> None:
+    """The real loop for config.steps steps, reporting to `clock` (encoder maps from `features` if given)."""
     config = dataclasses.replace(config, sample_every=0, save_every=config.steps, log_every=config.steps)
     with tempfile.TemporaryDirectory() as run:
-        train.train(data, Path(run) / "run", config, device="cpu", callback=clock)
+        train.train(data, Path(run) / "run", config, device="cpu", callback=clock, features=features)
+
+
+def cache_ab(args: argparse.Namespace) -> dict:
+    """Images/s with the encoder in the loop (A) and from a feature cache (B), interleaved A/B/A/B... so
+    that both see the same machine load; the cache is built first, untimed."""
+    config = make_config(args)
+    precision = resolve_precision(config.precision, torch.device("cpu"), training=True)
+    config = dataclasses.replace(config, precision=precision)
+    data = [Path(p) for p in args.data]
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = train.FeatureSource(Path(tmp) / "cache", args.cache_views)
+        timed_run(data, dataclasses.replace(config, steps=1), CpuClock(), source)
+        for r in range(args.rounds):
+            for name, features in (("encoder", None), ("cache", source)):
+                clock = CpuClock()
+                timed_run(data, config, clock, features)
+                wall, cpu = clock.steps[args.warmup:], clock.cpu[args.warmup:]
+                rounds.append({"round": r, "variant": name, "images_per_s": config.batch_size * len(wall) / sum(wall),
+                               "images_per_cpu_s": config.batch_size * len(cpu) / sum(cpu)})
+    ratios = [b["images_per_cpu_s"] / a["images_per_cpu_s"] for a, b in zip(rounds[::2], rounds[1::2])]
+    median = {v: statistics.median(x["images_per_cpu_s"] for x in rounds if x["variant"] == v)
+              for v in ("encoder", "cache")}
+    return {"preset": config.preset, "image_size": config.image_size, "batch": config.batch_size,
+            "precision": precision, "threads": torch.get_num_threads(), "steps_timed": args.steps,
+            "cache_views": args.cache_views,
+            "rounds": [{k: round(v, 2) if isinstance(v, float) else v for k, v in x.items()} for x in rounds],
+            "median_images_per_cpu_s": {k: round(v, 2) for k, v in median.items()},
+            "ratio_cache_over_encoder": [round(x, 2) for x in ratios], "cpu": cpu_name(),
+            "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def optimisations(config: train.TrainConfig) -> dict:
@@ -182,6 +236,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="steps run before timing")
     parser.add_argument("--peak-every", type=int, default=5, help="steps between matmul peak measurements")
     parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul")
+    parser.add_argument("--cache-ab", action="store_true",
+                        help="compare the encoder in the loop with a feature cache, interleaved (A/B/A/B)")
+    parser.add_argument("--rounds", type=int, default=3, help="--cache-ab: A/B rounds")
+    parser.add_argument("--cache-views", type=int, default=2, help="--cache-ab: views per photo in the cache")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     return parser.parse_args(argv)
 
@@ -189,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = measure(args)
+    result = cache_ab(args) if args.cache_ab else measure(args)
     if args.json:
         print(json.dumps(result))
         return
