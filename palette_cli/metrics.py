@@ -251,3 +251,31 @@ def kernel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def perceptual_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean Euclidean distance between paired feature rows (Palette's PD)."""
     return float((a.double() - b.double()).norm(dim=1).mean())
+
+
+def repetition(source: torch.Tensor, mask: torch.Tensor, k: int = 2, image: torch.Tensor | None = None,
+               flat: float = 4.0) -> float:
+    """The share of hole pixels copied from a source patch that the hole copies more than `k` times.
+
+    `source` (H, W) holds, for every pixel, the flat index of the pixel its patch was copied from (an
+    exemplar fill's field, completion.Completion.source); `mask` (1, H, W) the hole. A source pixel's copies
+    are the hole pixels whose source lies in its 3 x 3 neighbourhood, over 9: 1 where a piece of the photo is
+    copied once, n where it is tiled n times. With `image` (3, H, W), the source, only copies of textured
+    patches count: a 7 x 7 patch whose luminance varies by less than `flat` of 255 (std) looks the same
+    wherever it goes (sky, a wall), and reusing it repeats nothing a person can see. 0: no repetition."""
+    hole = mask.reshape(-1) > 0.5
+    if source.numel() != hole.numel():
+        raise PaletteError(f"source {tuple(source.shape)} and mask {tuple(mask.shape)} differ in size")
+    if not bool(hole.any()):
+        return 0.0
+    h, w = source.shape[-2:]
+    used = source.reshape(-1)[hole].long().cpu()
+    counts = torch.zeros(h * w, dtype=torch.float64).index_add_(0, used, torch.ones(len(used), dtype=torch.float64))
+    copies = F.avg_pool2d(counts.view(1, 1, h, w), 3, stride=1, padding=1, count_include_pad=False).flatten()
+    repeated = copies[used] > k
+    if image is not None:
+        luma = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double().cpu()[None, None] * 127.5
+        mean = F.avg_pool2d(luma, 7, stride=1, padding=3, count_include_pad=False)
+        std = (F.avg_pool2d(luma**2, 7, stride=1, padding=3, count_include_pad=False) - mean**2).clamp(min=0).sqrt()
+        repeated &= std.flatten()[used] >= flat
+    return float(repeated.double().mean())

@@ -1,5 +1,10 @@
 """Coarse-to-fine fills of masked tasks (inpaint, uncrop): the new pixels' texture made at full resolution.
 
+Two ways, both from the model's sample at its own size:
+- exemplar completion (`complete_fill`, the default): the photo's own patches copied into the hole
+  at every scale up to full size, laid out by the sample (completion.py);
+- SDEdit over tiles (`refine_fill`, a model config's `refine` block), described here:
+
 The network samples a fill at its training size (`image_size`); scaling that up to a crop of several
 hundred pixels gives a soft blur. Refinement climbs from there in doublings to the crop's own
 resolution. At each level the previous fill is upsampled, the known pixels are the photo's own at that
@@ -23,6 +28,7 @@ from torch import Tensor
 
 from . import diffusion, images, samplers, seeds
 from .checkpoint import PaletteModel
+from .completion import CompletionConfig, complete
 from .config import RefineConfig
 from .guidance import conditioned
 from .images import TILE_OVERLAP, Tiling, make_tiling, merge_tiles, split_tiles
@@ -38,6 +44,15 @@ def fill_levels(height: int, width: int, size: int) -> list[tuple[int, int]]:
     while min(height, width) / 2 ** (k + 1) >= size:
         k += 1
     return [(round(height / 2**i), round(width / 2**i)) for i in range(k, -1, -1)]
+
+
+def complete_fill(region: Tensor, mask: Tensor, coarse: Tensor, *, seed: int, sample: int,
+                  config: CompletionConfig = CompletionConfig()) -> Tensor:
+    """`coarse` (3, S, S), the model-size fill of `region` (3, H, W) with hole `mask` (1, H, W), made at full size
+    from the region's own patches (completion.py): (3, H, W) with the known pixels of `region`. Its draws come
+    from `seeds.stream(seed, "refine", 1, sample)`: each sample follows its own model sample and stream."""
+    generator = seeds.stream(seed, "refine", 1, sample)
+    return complete(region, mask, coarse.to(region.device), generator=generator, config=config).image.cpu()
 
 
 @dataclass(frozen=True)

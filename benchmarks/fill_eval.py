@@ -1,0 +1,144 @@
+"""Fills of inpaint and uncrop scored as `palette eval` scores them, several fills from one model sample each.
+
+    python benchmarks/fill_eval.py PHOTOS --task inpaint [--limit 20] [--set guide_weight=0.5 --set ...]
+
+For each photo: the ground truth at `--image-size` (short side, centre crop), degraded with the task's
+evaluation mask from `palette eval`'s generator (inpaint: the centre half, uncrop: the right half),
+grown back to a photo as `palette eval` does above the model's size (`full_size_input`), prepared and
+sampled once (`pipeline.prepare`, `restore_tensors`), then finished by every fill of the table:
+
+- model: the model-size sample scaled up (`--refine off`);
+- exemplar: guided exemplar completion (refine.complete_fill, completion.py) with the defaults, and one
+  row per `--set` (comma-separated CompletionConfig fields, e.g. `guide_weight=0.5,row_weight=0`);
+- mean fill: the hole in the known pixels' mean colour (the tasks' baseline in `palette eval`);
+- mirror fill (uncrop): the known half reflected across the seam.
+
+Scores over the whole image, as `palette eval`'s: FD of EfficientNet-Lite0 pooled features against the
+ground truths, CA (top-1 on labelled photos, from `nXXXXXXXX_` names; none otherwise); detail: mean
+|Laplacian| of the luminance in the hole over the known pixels' (benchmarks/fill_detail.py); repetition
+(exemplar rows): the share of hole pixels copied from a source patch used more than twice, and
+(visible) from a textured one (luminance std of 4/255 or more: a reused patch of sky or wall looks the
+same anywhere) (metrics.repetition). Seconds are the fill's own CPU seconds per photo
+(process time: on one thread, its wall time on an idle core; other load does not change it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from palette_cli import completion, features, metrics, seeds, tasks  # noqa: E402
+from palette_cli.checkpoint import load_model  # noqa: E402
+from palette_cli.evaluate import degrade_generator, image_labels, load_ground_truth  # noqa: E402
+from palette_cli.files import evaluation_images  # noqa: E402
+from palette_cli.images import to_tensor  # noqa: E402
+from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fill_detail import detail_ratio, grow  # noqa: E402
+
+OPTIONS = {"inpaint": {"mask_mode": "center"}, "uncrop": {"side": "right"}}
+
+
+def mirror_fill(cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hole (one side's half) as the known half reflected across the seam."""
+    hole = mask[0] > 0.5
+    cols, rows = hole.all(0), hole.all(1)
+    out = cond * (1 - mask)
+    if cols.any():  # a left or right strip
+        n = int(cols.sum())
+        known = cond[..., ~cols]
+        out[..., cols] = torch.flip(known[..., -n:] if bool(cols[-1]) else known[..., :n], dims=[-1])
+    else:
+        n = int(rows.sum())
+        known = cond[..., ~rows, :]
+        out[..., rows, :] = torch.flip(known[..., -n:, :] if bool(rows[-1]) else known[..., :n, :], dims=[-2])
+    return out
+
+
+def parse_sets(items: list[str]) -> list[tuple[str, completion.CompletionConfig]]:
+    """The exemplar rows: the defaults, then one per --set."""
+    rows = [("exemplar", completion.CompletionConfig())]
+    default = completion.CompletionConfig()
+    for item in items:
+        fields = dict(kv.split("=") for kv in item.split(","))
+        rows.append((f"exemplar {item}", completion.CompletionConfig(
+            **{k: type(getattr(default, k))(v) for k, v in fields.items()})))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("--task", choices=tuple(OPTIONS), default="inpaint")
+    parser.add_argument("--model", default=None, help="default: the built-in model of the task")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="CompletionConfig fields of one more row")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model or args.task, device="cpu")
+    module = tasks.get(args.task)
+    sampling = resolve_sampling(model, refine="off")
+    rows = parse_sets(args.set)
+    files = evaluation_images(args.photos, args.limit)
+    outputs: dict[str, list[torch.Tensor]] = {}
+    extra: dict[str, list[float]] = {}
+    truths = []
+    for index, path in enumerate(files):
+        target = load_ground_truth(path, args.image_size)
+        cond, mask = module.degrade(target, degrade_generator(args.seed, index), **OPTIONS[args.task])
+        photo, options = module.full_size_input(target, cond, mask, **OPTIONS[args.task])
+        prep = prepare(model, args.task, photo, seed=args.seed, **options)
+        samples = restore_tensors(model, prep.cond, prep.mask, sampling=sampling, seed=args.seed, views=prep.view)
+        region, hole = module.fill_region(prep)
+        fills = {"model": (samples, 0.0, None)}
+        for name, config in rows:
+            start = time.process_time()
+            done = completion.complete(region, hole, samples[0, 0], generator=seeds.stream(args.seed, "refine", 1, 0),
+                                       config=config)
+            seconds = time.process_time() - start
+            fills[name] = (done.image[None, None], seconds, (metrics.repetition(done.source, hole),
+                                                             metrics.repetition(done.source, hole, image=region)))
+        for name, (x, seconds, repeated) in fills.items():
+            out = metrics.quantize(to_tensor(finish(prep, x)[0].convert("RGB")))
+            outputs.setdefault(name, []).append(out)
+            extra.setdefault(f"{name}/s", []).append(seconds)
+            extra.setdefault(f"{name}/detail", []).append(detail_ratio(out, mask[0] > 0.5, ~grow(mask[0] > 0.5, 0)))
+            if repeated is not None:
+                extra.setdefault(f"{name}/repetition", []).append(repeated[0])
+                extra.setdefault(f"{name}/textured", []).append(repeated[1])
+        for name, fill in (("mean fill", module.baseline(cond, mask)), ("mirror fill", mirror_fill(cond, mask))):
+            if name == "mirror fill" and args.task != "uncrop":
+                continue
+            out = metrics.quantize(fill)
+            outputs.setdefault(name, []).append(out)
+            extra.setdefault(f"{name}/detail", []).append(detail_ratio(out, mask[0] > 0.5, ~grow(mask[0] > 0.5, 0)))
+        truths.append(target)
+    network = features.load()
+    labels = torch.tensor(image_labels([f.name for f in files], None))
+    truth = features.extract(torch.stack(truths), network=network)
+    print(f"{args.task}: {len(files)} photo(s) of {args.photos.name} at {args.image_size} px, model "
+          f"{args.model or args.task}, seed {args.seed}, {args.threads} thread(s)")
+    print(f"{'fill':44} {'FD':>7} {'CA':>6} {'detail':>7} {'repeat':>7} {'visible':>7} {'s/photo':>8}")
+    for name, images_ in outputs.items():
+        feats = features.extract(torch.stack(images_), network=network)
+        ca = metrics.top1(feats.logits, labels)
+        mean = {k.split("/")[1]: sum(v) / len(v) for k, v in extra.items() if k.split("/")[0] == name}
+        print(f"{name:44} {metrics.frechet_distance(feats.pooled, truth.pooled):7.1f} "
+              f"{'-' if ca is None else f'{100 * ca:.1f}':>6} {mean['detail']:7.2f} "
+              f"{'-' if 'repetition' not in mean else format(mean['repetition'], '.3f'):>7} "
+              f"{'-' if 'textured' not in mean else format(mean['textured'], '.3f'):>7} "
+              f"{'-' if 's' not in mean else format(mean['s'], '.2f'):>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Guided exemplar completion: a hole filled at full size with the photo's own patches, laid out by a guide.
+
+The model decides what goes where at its own size (colours, layout); this module makes the pixels,
+copying patches of the photo's known part, as content-aware fill does:
+
+- Wexler, Shechtman & Irani 2007 ("Space-Time Completion of Video"): coarse to fine, an EM loop
+  per scale on E = sum_t min_s d(P_t, Q_s), the patches P_t over the hole against the fully known
+  patches Q_s: (match) the nearest Q_s of every P_t, (vote) every hole pixel the weighted mean of
+  what the patches over it say, then (upsample) the image and the matches to the next scale.
+- Barnes, Shechtman, Finkelstein & Goldman 2009 (PatchMatch): the nearest-neighbour field f(t) = s
+  by (initialise) random or upsampled matches, (propagate) a neighbour's match shifted back,
+  f(t + d) - d, and (random search) f(t) + w alpha^i R_i. Here every pixel steps at once (tensors,
+  no scan), and propagation jumps 8, 4, 2, 1 pixels so that a good match spreads as far in one
+  iteration as the paper's scan order takes it.
+- The guide (the model's sample, upsampled to each scale) is a channel of every patch, weighted by
+  lambda: a source patch is near a hole patch when its texture fits what the hole shows so far and
+  its blurred colours fit what the model put there. Layout follows the model, texture is the photo's.
+- Repetition: each source patch pays in the distance for every hole pixel already copied from it
+  (the occurrence penalty of Kaspar et al. 2015, "Self Tuning Texture Optimization"), so a fill
+  does not tile one piece of the photo.
+
+Votes are weighted by exp(-d / 2 sigma^2), sigma^2 the 75th percentile of the distances (Wexler).
+At the finest scale only the patches within `fine_vote` pixels vote: the whole patch's vote blurs
+where the matches disagree, a single centre vote bands smooth gradients; a small window keeps the
+copied detail and blends the seams between copied pieces over a few pixels.
+
+Notation: t a target pixel (centre of P_t), s a source pixel (centre of Q_s), f the field t -> s,
+d the patch distance, X the image being completed, G the guide, M the hole (1 = generate).
+Every draw comes from one generator: the same seed, inputs and device give the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import PaletteError
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """How the completion runs; the defaults are the measured choice (benchmarks/README.md)."""
+
+    patch: int = 7  # side of a patch, odd
+    coarsest: int = 48  # the coarsest scale's shorter side, in pixels (about the model's own size)
+    guide_weight: float = 1.0  # lambda: the guide's channels against the image's in the patch distance
+    row_weight: float = 0.5  # the row (-1 top, 1 bottom) as a channel too: sky is copied from the sky's height
+    em_steps: int = 3  # EM iterations at the coarsest scale, one fewer per finer scale, at least 1
+    search_steps: int = 2  # PatchMatch iterations (propagate + random search) per EM iteration
+    descriptor: int = 24  # patches are compared in their top principal components (PCA of the source's)
+    occurrence: float = 0.03  # repetition penalty per copy beyond one, in units of the source patches' variance
+    fine_vote: int = 1  # voting radius at the finest scale (a (2r+1)^2 window); coarser scales vote the whole patch
+
+
+@dataclass
+class Completion:
+    """A completed image and where its hole came from."""
+
+    image: Tensor  # (3, H, W): the known pixels exactly, the hole completed
+    source: Tensor  # (H, W) long: the flat index of the source pixel each pixel's patch centre copies
+
+
+# --- scales ------------------------------------------------------------------------------
+
+
+def scales(height: int, width: int, coarsest: int) -> list[tuple[int, int]]:
+    """(H, W) of every scale, coarse to fine: halvings of the image while the shorter side stays >= `coarsest`."""
+    k = 0
+    while min(height, width) / 2 ** (k + 1) >= coarsest:
+        k += 1
+    return [(round(height / 2**i), round(width / 2**i)) for i in range(k, -1, -1)]
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(C, H, W) to `size`: area average down, bilinear up."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    mode = "area" if size[0] < x.shape[-2] else "bilinear"
+    extra = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(x[None], size=size, mode=mode, **extra)[0]
+
+
+def _hole_at(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """(H, W) bool: a pixel of the scale is in the hole if any full-size hole pixel falls in it."""
+    return F.interpolate(mask[None].float(), size=size, mode="area")[0, 0] > 0
+
+
+def _dilate(m: Tensor, r: int) -> Tensor:
+    """(H, W) bool grown by r pixels (a square)."""
+    return F.max_pool2d(m[None, None].float(), 2 * r + 1, stride=1, padding=r)[0, 0] > 0
+
+
+# --- patch distance ------------------------------------------------------------------------
+
+
+def pca_basis(features: Tensor, valid: Tensor, patch: int, dims: int, generator: torch.Generator) -> Tensor:
+    """(dims, C, p, p): the top principal axes of the source patches (at most 4096 drawn from `valid`).
+
+    d(P_t, Q_s) is then ||phi(P_t) - phi(Q_s)||^2 over `dims` numbers instead of C p^2."""
+    c, _, w = features.shape
+    padded = F.pad(features[None], [patch // 2] * 4, mode="replicate")[0]
+    where = torch.nonzero(valid.flatten()).flatten()
+    pick = where[torch.randperm(len(where), generator=generator)[:4096].to(where.device)]
+    o = torch.arange(patch, device=features.device)
+    ys = (pick // w)[:, None, None] + o[None, :, None]  # (n, p, 1): rows of each patch in the padded image
+    xs = (pick % w)[:, None, None] + o[None, None, :]
+    sample = padded[:, ys, xs].permute(1, 0, 2, 3).reshape(len(pick), -1)  # (n, C p^2), as conv2d's weights
+    sample = sample - sample.mean(0)
+    _, vectors = torch.linalg.eigh(sample.T @ sample)
+    dims = min(dims, vectors.shape[1])
+    return vectors[:, -dims:].flip(1).T.reshape(dims, c, patch, patch).contiguous()
+
+
+def descriptors(features: Tensor, basis: Tensor) -> Tensor:
+    """(H W, D): phi(P) of the patch around every pixel (edges replicated)."""
+    r = basis.shape[-1] // 2
+    out = F.conv2d(F.pad(features[None], [r] * 4, mode="replicate"), basis)[0]  # (D, H, W)
+    return out.flatten(1).T.contiguous()
+
+
+def distance(phi_t: Tensor, phi: Tensor, s: Tensor, penalty: Tensor) -> Tensor:
+    """d(P_t, Q_s) + the occurrence penalty of s: `phi_t` (N, D) the targets' descriptors, s (N,) flat indices."""
+    diff = phi.index_select(0, s).sub_(phi_t)
+    return diff.square_().sum(1).add_(penalty.index_select(0, s))
+
+
+# --- PatchMatch (Barnes et al. 2009) -----------------------------------------------------------
+
+
+@dataclass
+class Field:
+    """A nearest-neighbour field over the target pixels of one scale."""
+
+    t: Tensor  # (N,) flat indices of the target pixels (patches that touch the hole)
+    s: Tensor  # (N,) flat index of each one's source pixel f(t)
+    phi_t: Tensor  # (N, D) the target patches' descriptors
+    d: Tensor  # (N,) d(P_t, Q_f(t)) with the penalty
+    refresh: Callable[[], None] | None = None  # called after every round of candidates (the occurrence penalty)
+    accept: Tensor | None = None  # (N,) bool: who may move this round (a random half while the penalty counts)
+
+
+def initialise(t: Tensor, sources: Tensor, generator: torch.Generator) -> Tensor:
+    """f(t) drawn uniformly from the valid source pixels."""
+    draw = torch.randint(len(sources), (len(t),), generator=generator).to(sources.device)
+    return sources[draw]
+
+
+def _improve(field: Field, candidate: Tensor, ok: Tensor, phi: Tensor, penalty: Tensor) -> None:
+    """Keep each candidate that is a valid source and nearer than the current match."""
+    d = torch.where(ok, distance(field.phi_t, phi, candidate.clamp(0, len(phi) - 1), penalty), math.inf)
+    better = d < field.d
+    if field.accept is not None:
+        better &= field.accept
+    field.s = torch.where(better, candidate, field.s)
+    field.d = torch.where(better, d, field.d)
+    if field.refresh is not None:
+        field.refresh()
+
+
+def propagate(field: Field, full: Tensor, phi: Tensor, valid: Tensor, size: tuple[int, int], penalty: Tensor,
+              jumps: tuple[int, ...]) -> None:
+    """f(t) <- f(t + d) - d where that is nearer, for d of every jump in four directions (all t at once).
+
+    `full` (H W,) is the field over the whole scale (a known pixel maps to itself)."""
+    h, w = size
+    ty, tx = field.t // w, field.t % w
+    for step in jumps:
+        for dy, dx in ((0, step), (step, 0), (0, -step), (-step, 0)):
+            ny, nx = ty + dy, tx + dx
+            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            n = (ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1))
+            sy, sx = full[n] // w - dy, full[n] % w - dx
+            ok = inside & (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+            candidate = sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)
+            _improve(field, candidate, ok & valid[candidate], phi, penalty)
+            full[field.t] = field.s
+
+
+def random_search(field: Field, full: Tensor, phi: Tensor, valid: Tensor, size: tuple[int, int], penalty: Tensor,
+                  generator: torch.Generator, radius: float, alpha: float = 0.5) -> None:
+    """f(t) <- f(t) + w alpha^i R_i, R_i uniform in [-1, 1]^2, for radii w alpha^i from w = `radius` down to one pixel."""
+    h, w = size
+    while radius >= 1:
+        r = torch.rand(2, len(field.t), generator=generator).to(field.t.device) * 2 - 1
+        sy = (field.s // w + (r[0] * radius).round().long()).clamp(0, h - 1)
+        sx = (field.s % w + (r[1] * radius).round().long()).clamp(0, w - 1)
+        candidate = sy * w + sx
+        _improve(field, candidate, valid[candidate], phi, penalty)
+        radius *= alpha
+    full[field.t] = field.s
+
+
+# --- EM (Wexler et al. 2007) -----------------------------------------------------------------
+
+
+def copies(source: Tensor, centres: Tensor, size: tuple[int, int]) -> Tensor:
+    """(H W,): how many hole pixels copy each source pixel as their patch centre (1 for a coherent copy)."""
+    h, w = size
+    return torch.zeros(h * w, device=source.device).index_add_(0, source[centres],
+                                                              torch.ones(int(centres.sum()), device=source.device))
+
+
+def occurrence_penalty(field: Field, hole: Tensor, size: tuple[int, int], scale: float) -> Tensor:
+    """(H W,): `scale` x the copies beyond one of each source pixel, counted over the hole's patch centres
+    (Kaspar et al. 2015's occurrence map)."""
+    return scale * (copies(field.s, hole.flatten()[field.t], size) - 1).clamp(min=0)
+
+
+def vote(x: Tensor, full: Tensor, weight: Tensor, hole: Tensor, radius: int) -> Tensor:
+    """Every hole pixel q <- sum_o w(q - o) X[f(q - o) + o] / sum_o w(q - o), o over a (2 radius + 1)^2 window.
+
+    `full` (H W,) is the field of every pixel, `weight` (H W,) each patch's vote weight (0: no vote)."""
+    c, h, w = x.shape
+    q = torch.nonzero(hole.flatten()).flatten()
+    qy, qx = q // w, q % w
+    flat = x.flatten(1)
+    total = torch.zeros(c, len(q), device=x.device)
+    norm = torch.zeros(len(q), device=x.device)
+    for oy in range(-radius, radius + 1):
+        for ox in range(-radius, radius + 1):
+            cy, cx = (qy - oy).clamp(0, h - 1), (qx - ox).clamp(0, w - 1)
+            centre = cy * w + cx
+            s = full[centre]
+            sy, sx = (s // w + (qy - cy)).clamp(0, h - 1), (s % w + (qx - cx)).clamp(0, w - 1)
+            wt = weight[centre]
+            total += flat[:, sy * w + sx] * wt
+            norm += wt
+    out = flat.clone()
+    out[:, q] = total / norm.clamp(min=1e-12)
+    return out.view(c, h, w)
+
+
+def vote_weights(field: Field, size: tuple[int, int]) -> Tensor:
+    """(H W,): exp(-d / 2 sigma^2) of every target patch, sigma^2 the 75th percentile of d (Wexler); 0 elsewhere."""
+    d = field.d
+    sigma2 = torch.quantile(d[:65536], 0.75).clamp(min=1e-6) if len(d) else torch.tensor(1.0)
+    weight = torch.zeros(size[0] * size[1], device=d.device)
+    weight[field.t] = torch.exp(-(d - d.min()) / (2 * sigma2)).clamp(min=1e-6)
+    return weight
+
+
+def upsample_field(full: Tensor, coarse: tuple[int, int], fine: tuple[int, int]) -> Tensor:
+    """(H W,) field of the finer scale: f'(t) = 2 f(t // 2) + t mod 2, each source kept inside the image."""
+    (ch, cw), (h, w) = coarse, fine
+    y, x = torch.arange(h, device=full.device), torch.arange(w, device=full.device)
+    cy, cx = (y * ch // h).clamp(max=ch - 1), (x * cw // w).clamp(max=cw - 1)
+    s = full.view(ch, cw)[cy[:, None], cx[None, :]]
+    sy = (s // cw * h // ch + (y - cy * h // ch)[:, None]).clamp(0, h - 1)
+    sx = (s % cw * w // cw + (x - cx * w // cw)[None, :]).clamp(0, w - 1)
+    return (sy * w + sx).flatten()
+
+
+def complete(region: Tensor, mask: Tensor, guide: Tensor, *, generator: torch.Generator,
+             config: CompletionConfig = CompletionConfig()) -> Completion:
+    """The hole `mask` (1, H, W) of `region` (3, H, W) in [-1, 1] filled with the region's own patches under
+    `guide` (3, h, w): any size, upsampled to every scale; where it covers known pixels it should show them
+    (a model's sample does). Known pixels are returned exactly."""
+    with torch.autocast(region.device.type, enabled=False):  # distances in float32 whatever the caller runs in
+        return _complete(region.float(), mask, guide.float(), generator, config)
+
+
+def _complete(region: Tensor, mask: Tensor, guide: Tensor, generator: torch.Generator,
+              config: CompletionConfig) -> Completion:
+    """`complete` in float32."""
+    if config.patch < 3 or config.patch % 2 == 0:
+        raise PaletteError(f"patch side must be odd and at least 3, got {config.patch}")
+    device = region.device
+    hole_full = mask[0] > 0.5
+    if not bool((~hole_full).any()):
+        raise PaletteError("nothing is known: exemplar completion needs some of the photo to copy from")
+    r = config.patch // 2
+    levels = scales(*region.shape[-2:], config.coarsest)
+    x = full = None
+    for level, size in enumerate(levels):
+        h, w = size
+        hole = _hole_at(mask, size) if level < len(levels) - 1 else hole_full
+        known = _resize(region.float(), size)
+        rows = torch.linspace(-1, 1, h, device=device)[None, :, None].expand(1, h, w) * config.row_weight
+        g = torch.cat([_resize(guide.float().to(device), size) * config.guide_weight, rows])
+        if x is None:  # the coarsest scale starts from the guide
+            x = torch.where(hole, _resize(guide.float().to(device), size), known)
+        else:
+            x = torch.where(hole, _resize(x, size), known)
+        valid = (~_dilate(hole, r)).flatten()
+        if not bool(valid.any()):
+            valid = (~hole).flatten()  # a hole wider than the image at this scale: known centres still copy
+        sources = torch.nonzero(valid).flatten()
+        t = torch.nonzero(_dilate(hole, r).flatten() & ~valid).flatten()
+        identity = torch.arange(h * w, device=device)
+        if full is None:
+            full = identity.clone()
+            full[t] = initialise(t, sources, generator)
+        else:
+            full = upsample_field(full, levels[level - 1], size)
+            full = torch.where(valid, identity, full)
+            bad = t[~valid[full[t]]]
+            full[bad] = initialise(bad, sources, generator)
+            uniform = torch.zeros(h * w, device=device).index_fill_(0, t, 1.0)
+            x = vote(x, full, uniform, hole, r)  # the finer scale's pixels copied through the upsampled field
+        basis = pca_basis(torch.cat([known, g]), valid.view(h, w), config.patch, config.descriptor, generator)
+        finest = level == len(levels) - 1
+        penalty = torch.zeros(h * w, device=device)
+        # The coarsest scale searches the whole image; finer ones refine the upsampled matches nearby.
+        radius = float(max(h, w)) if level == 0 else 4.0 * config.patch
+        searches = config.search_steps if level == 0 else 1
+        jumps = tuple(j for j in ((8, 4, 2, 1) if level == 0 else (4, 2, 1)) if j < max(h, w))
+        for _ in range(max(config.em_steps - level, 1)):
+            phi = descriptors(torch.cat([x, g]), basis)
+            spread = float(phi.index_select(0, sources).var(0).sum())  # the source patches' total variance
+            field = Field(t, full[t], phi.index_select(0, t), torch.zeros(0))
+            field.d = distance(field.phi_t, phi, field.s, penalty)
+            if config.occurrence > 0:
+                # The penalty follows every round of candidates, and a random half of the targets may move per
+                # round: all at once, every target of a crowded source would jump to the same next-best one.
+                def refresh(field=field, phi=phi, penalty=penalty, spread=spread):
+                    penalty.copy_(occurrence_penalty(field, hole, size, config.occurrence * spread))
+                    field.d = distance(field.phi_t, phi, field.s, penalty)
+                    field.accept = torch.rand(len(field.t), generator=generator).to(device) < 0.5
+                field.refresh = refresh
+                refresh()
+            for _ in range(searches):
+                propagate(field, full, phi, valid, size, penalty, jumps)
+                random_search(field, full, phi, valid, size, penalty, generator, radius)
+            if config.occurrence > 0:
+                field.refresh = field.accept = None
+                field.d = distance(field.phi_t, phi, field.s, torch.zeros_like(penalty))  # votes weigh the match alone
+            x = vote(x, full, vote_weights(field, size), hole, config.fine_vote if finest else r)
+            x = torch.where(hole, x, known)
+    image = torch.where(hole_full, x, region.float())
+    return Completion(image=image, source=full.view(*region.shape[-2:]))
