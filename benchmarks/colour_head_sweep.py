@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--use", default="colour", choices=("colour", "hints"))
     ap.add_argument("--noise", type=float, default=1.0)
     ap.add_argument("--noise-grid", type=int, default=2)
+    ap.add_argument("--confidence", type=float, default=1.0, help="hints: only where entropy / log Q is below")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("-n", "--num-samples", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None)
@@ -44,12 +45,14 @@ def main() -> None:
         for i, text in enumerate(args.setting):
             temperature, adjust = (float(v) for v in text.split(":"))
             directory = write_model(args.base, args.run, Path(tmp) / str(i), temperature=temperature,
-                                    adjust=adjust, noise=args.noise, noise_grid=args.noise_grid, use=args.use)
+                                    adjust=adjust, noise=args.noise, noise_grid=args.noise_grid, use=args.use,
+                                    confidence=args.confidence)
             settings = EvalSettings(task="colorize", num_samples=args.num_samples, image_size=args.image_size,
                                     limit=args.limit, seed=args.seed, labels=args.labels)
             report = evaluate(load_model(directory, device="cpu"), args.data, settings).report
             feats, mean = report["features"], report["mean"]
             row = {"temperature": temperature, "adjust": adjust, "use": args.use, "noise": args.noise,
+                   "confidence": args.confidence,
                    "colorfulness": mean["model"].get("colorfulness"), "psnr": mean["model"]["psnr"],
                    "ca": feats["model"].get("ca"), "fd": feats["model"].get("fd"),
                    "abs_diff": (report.get("diversity") or {}).get("mean_abs_diff"),

@@ -96,6 +96,7 @@ class ColourHeadConfig:
     noise: float = 1.0  # -n samples: scale of the smooth random field added to the logits (sample 0 too)
     noise_grid: int = 2  # that field's lattice (grid x grid per bin, bilinearly upsampled)
     use: str = "colour"  # "colour": the head's colour is the output; "hints": the UNet samples around it
+    confidence: float = 1.0  # hints: only where the head's entropy / log Q is below this (1: everywhere)
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
         "bins": _int(2), "channels": _int(4), "fine_channels": _int(4),
         "temperature": _float(0.0, math.inf, low_open=True), "adjust": _float(0.0, 1.0),
         "noise": _float(0.0, math.inf), "noise_grid": _int(1), "use": _choice(COLOUR_HEAD_USES),
+        "confidence": _float(0.0, 1.0, low_open=True),
     },
     ScheduleConfig: {
         "kind": _choice(SCHEDULE_KINDS), "num_steps": _int(2),

@@ -193,12 +193,12 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
         condition["features"] = maps
     flat = {k: v.to(model.device).repeat_interleave(num_samples, dim=0) for k, v in condition.items()}
     if model.colour_head is not None:  # colorize's colour head: the colour itself, or what the UNet samples around
-        colours = head_colours(model, cond, views, num_samples, first_sample, seed)
+        colours, sure = head_colours(model, cond, views, num_samples, first_sample, seed)
         if model.config.colour_head.use == "colour":
             if callback is not None:
                 callback(1, 1)
             return colours.float().to(cond.device).reshape(b, num_samples, 3, h, w)
-        flat["hints"] = tasks.get("colorize").head_hints(colours, flat.get("hints"))
+        flat["hints"] = tasks.get("colorize").head_hints(colours, sure, flat.get("hints"))
 
     # Input-major order: item i is sample i % num_samples of input i // num_samples.
     n = b * num_samples
@@ -240,9 +240,10 @@ def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) ->
 
 
 def head_colours(model: PaletteModel, cond: torch.Tensor, views: torch.Tensor | None, num_samples: int,
-                 first_sample: int, seed: int) -> torch.Tensor:
+                 first_sample: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The colour head's colour images (B * num_samples, 3, H, W), input-major: sample k of input i from
-    seeds.generator(seed, k), sample 0 the head's own annealed mean (tasks/colorize.py)."""
+    seeds.generator(seed, k), sample 0 the head's own annealed mean; and where it is sure
+    (B * num_samples, 1, H, W) (tasks/colorize.py)."""
     colorize = tasks.get("colorize")
     encoder = model.config.encoder
     if views is None or views.shape[0] != cond.shape[0]:
@@ -252,11 +253,13 @@ def head_colours(model: PaletteModel, cond: torch.Tensor, views: torch.Tensor | 
 
     network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
     samples = list(range(first_sample, first_sample + num_samples))
-    out = []
+    colours, sure = [], []
     for view, c in zip(views, cond):  # one input at a time, as encoder_maps does
         logits = colorize.head_logits(model.colour_head, network, view[None].to(model.device), encoder.size)
-        out.append(colorize.head_colours(model.colour_head, model.config.colour_head, logits, c[None], samples, seed))
-    return torch.cat(out)
+        image, mask = colorize.head_colours(model.colour_head, model.config.colour_head, logits, c[None], samples, seed)
+        colours.append(image)
+        sure.append(mask)
+    return torch.cat(colours), torch.cat(sure)
 
 
 def check_condition(model: PaletteModel, condition: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:

@@ -81,7 +81,8 @@ def train_colour_head(data: Sequence[str | os.PathLike], run_dir: str | os.PathL
                on_event=report, log_every=log_every, save_every=save_every, should_stop=should_stop, init=job.init)
     step = int(torch.load(state_file, weights_only=False)["step"])
     spec = job.base_config.colour_head  # a finetuned head keeps how it decodes
-    kept = {k: getattr(spec, k) for k in ("temperature", "adjust", "noise", "noise_grid", "use")} if spec else {}
+    decoding = ("temperature", "adjust", "noise", "noise_grid", "use", "confidence")
+    kept = {k: getattr(spec, k) for k in decoding} if spec else {}
     write_model(job.base_dir, job.run_dir / HEAD_DIR, job.run_dir / MODEL_DIR,
                 card=_card(job.base_dir, step, config, job.images), **kept)
     emit(TrainEvent("save", step, config.steps, path=job.run_dir))

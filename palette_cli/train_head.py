@@ -253,7 +253,7 @@ def validation_loss(head: H.ColourHead, cache: FeatureCache, val_idx: np.ndarray
 
 def write_model(base: str | os.PathLike, run_dir: str | os.PathLike, out: str | os.PathLike, *,
                 temperature: float = 0.38, adjust: float = 0.0, noise: float = 1.0, noise_grid: int = 2,
-                use: str = "colour", card: str | None = None) -> Path:
+                use: str = "colour", confidence: float = 1.0, card: str | None = None) -> Path:
     """A model directory: `base` (a colorize model with an encoder) with the run's EMA head attached
     and the decoding settings in config.json's `colour_head` block."""
     from safetensors.torch import load_file
@@ -271,7 +271,8 @@ def write_model(base: str | os.PathLike, run_dir: str | os.PathLike, out: str | 
     head_state = load_file(head_file)
     shape = H.HeadShape(**json.loads(_metadata(head_file)["shape"]))
     spec = cfg.ColourHeadConfig(bins=shape.bins, channels=shape.channels, fine_channels=shape.fine_channels,
-                                temperature=temperature, adjust=adjust, noise=noise, noise_grid=noise_grid, use=use)
+                                temperature=temperature, adjust=adjust, noise=noise, noise_grid=noise_grid, use=use,
+                                confidence=confidence)
     config = cfg.validate(dataclasses.replace(base_config, colour_head=spec))
     unet_state, _ = split_head(read_weights(directory))
     state = {**unet_state, **{HEAD_PREFIX + k: v for k, v in head_state.items()}}

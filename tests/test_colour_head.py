@@ -232,3 +232,20 @@ def test_the_soft_encoding_table_gives_the_direct_encoding():
     for idx, weights in (H.soft_encode(chroma, centres), H.soft_lookup(chroma, H.soft_table(centres))):
         dense.append(torch.zeros(*idx.shape[:-1], len(centres)).scatter_add_(-1, idx, weights))
     assert (dense[0] - dense[1]).abs().sum(-1).mean() < 0.05
+
+
+def test_the_unet_samples_around_the_head_where_it_is_sure(head_run, tmp_path):
+    """use "hints": the head's colour enters the UNet as hints where its entropy is below `confidence`;
+    where it is sure of nothing, the model samples exactly as the base model does."""
+    run, _ = head_run
+    gray = Image.open(DATA / "kodim05-96.png").convert("L").convert("RGB")
+    base = np.asarray(restore(load_model("colorize"), "colorize", gray, seed=1)[0], np.int16)
+    outputs = {}
+    for confidence in (1e-6, 1.0):
+        directory = train_head.write_model("colorize", run, tmp_path / str(confidence), use="hints",
+                                           confidence=confidence)
+        model = load_model(directory)
+        assert resolve_sampling(model).sampler == "ddim"  # the UNet's own sampler runs
+        outputs[confidence] = np.asarray(restore(model, "colorize", gray, seed=1)[0], np.int16)
+    assert np.array_equal(outputs[1e-6], base)
+    assert np.abs(outputs[1.0] - base).mean() > 0.5

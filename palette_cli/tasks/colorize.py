@@ -230,13 +230,17 @@ def head_logits(head: Any, encoder: Any, views: Tensor, size: int) -> Tensor:
         return head(final.float(), s8.float(), s16.float(), colour_head.gray_input(views).to(final.device)).float()
 
 
-def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: list[int], seed: int) -> Tensor:
+def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: list[int], seed: int
+                 ) -> tuple[Tensor, Tensor]:
     """Colour images (len(samples), 3, S, S): the gray cond's (1, 3, S, S) luminance under the head's
-    chroma, one per sample index. Sample 0 is the annealed mean itself, the colour the head commits
+    chroma, one per sample index, and where the head is sure (len(samples), 1, S, S): its normalised
+    entropy below `spec.confidence`. Sample 0 is the annealed mean itself, the colour the head commits
     to; every other sample adds its own smooth random field (colour_head.decode)."""
     from .. import colour_head, seeds
 
     size = cond.shape[-2:]
+    entropy = F.interpolate(colour_head.entropy(logits), size=size, mode="bilinear", align_corners=False)
+    sure = (entropy <= spec.confidence).float().expand(len(samples), 1, *size)
     out = []
     for k in samples:
         generator = seeds.generator(seed, k) if k > 0 else None
@@ -245,12 +249,13 @@ def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: li
         chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
         luma = images.rgb_to_ycbcr(cond.float().to(chroma.device))[:, :1]
         out.append(images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1))
-    return torch.cat(out)
+    return torch.cat(out), sure
 
 
-def head_hints(colours: Tensor, given: Tensor | None) -> Tensor:
-    """The head's colours (N, 3, S, S) as a dense colour-hint map for the UNet, under the user's own hints."""
-    dense = torch.cat([colour_hints.HINT_SCALE * colour_hints.chroma(colours), torch.ones_like(colours[:, :1])], dim=1)
+def head_hints(colours: Tensor, sure: Tensor, given: Tensor | None) -> Tensor:
+    """The head's colours (N, 3, S, S) where it is sure (N, 1, S, S) as a colour-hint map for the UNet,
+    under the user's own hints."""
+    dense = torch.cat([colour_hints.HINT_SCALE * colour_hints.chroma(colours) * sure, sure.to(colours)], dim=1)
     return dense if given is None else _merge_hints(given.to(dense), dense)
 
 
