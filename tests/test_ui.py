@@ -421,7 +421,7 @@ def test_one_restore_at_a_time_and_progress(server, monkeypatch):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(300)  # a loaded machine can take minutes
     assert answers == [200, 200, 200] and most == [1]
     assert all(p["busy"] and p["task"] == "jpeg" for p in seen) and max(p["waiting"] for p in seen) >= 1
     idle = json.loads(request(server, "GET", "/api/progress")[2])
@@ -565,12 +565,12 @@ def test_ctrl_c_stops_the_server_cleanly(model_dir):
         line = proc.stdout.readline()
         url = line.split()[2]
         host, port = url.removeprefix("http://").strip("/").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
         conn.request("GET", "/")
         assert conn.getresponse().status == 200
         conn.close()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0 and err.strip().endswith("palette ui: stopped") and "Traceback" not in err
@@ -589,13 +589,13 @@ def test_sigterm_stops_the_server_and_removes_its_folder(model_dir, tmp_path):
     try:
         host, port = proc.stdout.readline().split()[2].removeprefix("http://").strip("/").split(":")
         assert [p.name[:11] for p in tmp_path.iterdir()] == ["palette-ui-"]  # the server's folder, while it runs
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
         content_type, body = multipart({"image": PHOTO})
         conn.request("POST", "/api/jpeg", body, {"Content-Type": content_type})
         assert conn.getresponse().status == 200
         conn.close()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0 and err.strip().endswith("palette ui: stopped") and "Traceback" not in err
