@@ -36,7 +36,8 @@ from .checkpoint import PaletteModel
 from .config import ModelConfig, RefineConfig
 from .errors import PaletteError
 from .guidance import conditioned
-from .refine import Refinement, fill_levels, refine_fill
+from .completion import CompletionConfig
+from .refine import Refinement, complete_fill, fill_levels, refine_fill
 from .tasks.base import Prepared
 
 Callback = Callable[[int, int], None]
@@ -55,10 +56,12 @@ class Sampling:
     strength: float  # start level: 1 = pure noise, < 1 = the noised source
     guidance: float | None = None  # classifier-free guidance over the conditions; None: a model without any
     normalized: bool = True  # PITI's normalized guidance; False: plain
-    refine: RefineConfig | None = None  # coarse-to-fine fills of masked tasks (refine.py); None: off
+    refine: RefineConfig | CompletionConfig | None = None  # full-size fills of masked tasks (refine.py); None: off
 
 
-REFINE_MODES = ("auto", "off")  # auto: the model config's refine block, if it has one
+# auto: exemplar completion where it measured better (inpaint; CompletionConfig.tasks); exemplar: of inpaint and
+# uncrop fills (completion.py); sdedit: the model config's refine block, if it has one; off: the model-size fill.
+REFINE_MODES = ("auto", "exemplar", "sdedit", "off")
 
 
 def takes_conditions(config: ModelConfig) -> bool:
@@ -69,7 +72,7 @@ def takes_conditions(config: ModelConfig) -> bool:
 
 def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = None, steps: int | None = None,
                      strength: float | None = None, guidance: float | None = None,
-                     normalized: bool = True, refine: str | RefineConfig = "auto") -> Sampling:
+                     normalized: bool = True, refine: str | RefineConfig | CompletionConfig = "auto") -> Sampling:
     """The model's defaults (a model or its config) for what is None, checked against its schedule.
 
     `normalized`: PITI's normalized guidance, else plain. `refine`: "auto" (the config's refine block,
@@ -94,14 +97,18 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
     return Sampling(sampler, steps, strength, guidance, normalized, refine)
 
 
-def _resolve_refine(config: ModelConfig, refine: str | RefineConfig) -> RefineConfig | None:
-    """The refinement a model runs: none for one-pass models, "off", or a model without a block."""
+def _resolve_refine(config: ModelConfig, refine: str | RefineConfig | CompletionConfig
+                    ) -> RefineConfig | CompletionConfig | None:
+    """The refinement a model runs: none for one-pass models, "off", or sdedit with a model without a block."""
     if isinstance(refine, RefineConfig):
         samplers.respace(diffusion.gammas(config.sample_schedule), refine.steps, refine.strength)
+    elif isinstance(refine, CompletionConfig):
+        return None if config.objective == "regression" else refine
     elif refine not in REFINE_MODES:
         raise PaletteError(f"unknown refine mode {refine!r}; choose one of {', '.join(REFINE_MODES)}")
     else:
-        refine = config.refine if refine == "auto" else None
+        refine = {"auto": CompletionConfig(), "exemplar": CompletionConfig(tasks=("inpaint", "uncrop")),
+                  "sdedit": config.refine}.get(refine)
     return None if config.objective == "regression" else refine
 
 
@@ -338,6 +345,9 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
     region, mask = region_of(prep)
     if not fill_levels(*region.shape[-2:], model.config.image_size):
         return samples
+    if isinstance(sampling.refine, CompletionConfig):  # each sample follows its own model sample and stream
+        return torch.stack([complete_fill(region.to(model.device), mask.to(model.device), samples[0, j], seed=seed,
+                                          sample=j, config=sampling.refine) for j in range(samples.shape[1])])[None]
     maps = encoder_maps(model, prep.view, len(prep.cond))
     k = samples.shape[1]
     runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed,
@@ -511,6 +521,8 @@ def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[
     refine; nothing for a model without a refine block run as before (its metadata is unchanged)."""
     if not hasattr(tasks.get(task), "fill_region"):
         return {}
+    if isinstance(sampling.refine, CompletionConfig):
+        return {"refine": {"method": "exemplar", **dataclasses.asdict(sampling.refine)}}
     if sampling.refine is not None and task in sampling.refine.tasks:
         return {"refine": {k: v for k, v in dataclasses.asdict(sampling.refine).items() if k != "tasks"}}
     return {"refine": "off"} if model.config.refine is not None else {}

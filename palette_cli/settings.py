@@ -24,7 +24,7 @@ from .errors import PaletteError
 MAX_SAMPLES = 1000  # samples per input: each is a whole sampling run, written as soon as it is done
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
-REFINE_MODES = ("auto", "off")
+REFINE_MODES = ("auto", "exemplar", "sdedit", "off")
 MASK_MODES = ("center", "free-form")
 SIDES = ("left", "right", "top", "bottom", "all")
 MAX_STEPS = 10_000

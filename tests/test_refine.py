@@ -46,9 +46,9 @@ def test_levels_double_up_to_the_fill_from_the_model_size():
 def test_off_is_the_model_without_a_refine_block(models):
     plain, refined = models
     for task, options in (("inpaint", {"mask_box": BOX}), ("uncrop", {"side": "right"})):
-        (before,) = restore(plain, task, PHOTO, seed=3, **options)
+        (before,) = restore(plain, task, PHOTO, seed=3, refine="off", **options)
         (off,) = restore(refined, task, PHOTO, seed=3, refine="off", **options)
-        (auto,) = restore(plain, task, PHOTO, seed=3, refine="auto", **options)
+        (auto,) = restore(plain, task, PHOTO, seed=3, refine="sdedit", **options)
         assert np.array_equal(pixels(before), pixels(off)) and np.array_equal(pixels(before), pixels(auto))
 
 
@@ -69,7 +69,7 @@ def test_uncrop_refinement_keeps_the_photo_and_changes_the_new_part(models):
     _, refined = models
     original = pixels(Image.open(PHOTO))
     (off,) = restore(refined, "uncrop", PHOTO, seed=3, refine="off", side="right")
-    (on,) = restore(refined, "uncrop", PHOTO, seed=3, side="right")
+    (on,) = restore(refined, "uncrop", PHOTO, seed=3, refine="sdedit", side="right")
     assert on.size == off.size == (192, 64)
     assert np.array_equal(pixels(on)[:, :96], original)
     assert np.abs(pixels(on)[:, 96:] - pixels(off)[:, 96:]).mean() > 1
@@ -90,7 +90,7 @@ def test_progress_counts_the_refinement_steps_too(models):
     plain, refined = models
     calls: dict[str, list] = {"plain": [], "refined": []}
     for name, model in (("plain", plain), ("refined", refined)):
-        restore(model, "uncrop", PHOTO, seed=3, num_samples=2, batch_size=2, side="right",
+        restore(model, "uncrop", PHOTO, seed=3, num_samples=2, batch_size=2, side="right", refine="sdedit",
                 callback=lambda done, total, name=name: calls[name].append((done, total)))
     sampling = len(calls["plain"])  # the sampler's steps, then nothing
     assert calls["plain"][-1][0] == calls["plain"][-1][1]
@@ -114,10 +114,12 @@ def test_a_photo_refines_the_same_alone_or_with_others(models):
 def test_metadata_records_the_refinement(models):
     plain, refined = models
     prep = prepare(refined, "inpaint", PHOTO, mask_box=BOX)
-    on = output_settings(refined, prep, resolve_sampling(refined), seed=0, sample=0)
+    on = output_settings(refined, prep, resolve_sampling(refined, refine="sdedit"), seed=0, sample=0)
     off = output_settings(refined, prep, resolve_sampling(refined, refine="off"), seed=0, sample=0)
     assert on["refine"] == {"strength": 0.3, "steps": 1, "block": 4} and off["refine"] == "off"
-    assert "refine" not in output_settings(plain, prep, resolve_sampling(plain), seed=0, sample=0)
+    assert "refine" not in output_settings(plain, prep, resolve_sampling(plain, refine="sdedit"), seed=0, sample=0)
+    auto = output_settings(plain, prep, resolve_sampling(plain), seed=0, sample=0)  # inpaint: exemplar completion
+    assert auto["refine"]["method"] == "exemplar"
 
 
 def test_refine_modes_and_settings_are_checked(models):
@@ -157,7 +159,7 @@ def test_the_cli_takes_refine(models, tmp_path):
     _register()
     _, refined = models
     outputs = {}
-    for mode in ("auto", "off"):
+    for mode in ("sdedit", "off"):
         result = CliRunner().invoke(app, ["uncrop", str(PHOTO), "-o", str(tmp_path / mode), "--model",
                                           str(refined.source), "--refine", mode, "-q"])
         assert result.exit_code == 0, result.output
@@ -165,7 +167,7 @@ def test_the_cli_takes_refine(models, tmp_path):
             outputs[mode] = pixels(image)
             assert json.loads(image.text["palette"])["refine"] == (mode if mode == "off" else
                                                                     {"strength": 0.3, "steps": 1, "block": 4})
-    assert not np.array_equal(outputs["auto"], outputs["off"])
+    assert not np.array_equal(outputs["sdedit"], outputs["off"])
     bad = CliRunner().invoke(app, ["inpaint", str(PHOTO), "--mask-box", "1,1,9,9", "--refine", "on"])
     assert bad.exit_code == 2
 

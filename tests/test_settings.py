@@ -44,7 +44,7 @@ def test_hints_are_parsed_once_and_checked_against_the_photo():
     ({"strength": 1.5}, "strength must be a number between 0 and 1"),
     ({"guidance": -1}, "guidance must be a number of 0 or more"),
     ({"guidance": float("inf")}, "guidance must be a number"),
-    ({"refine": "on"}, "refine must be one of auto, off"),
+    ({"refine": "on"}, "refine must be one of auto, exemplar, sdedit, off"),
     ({"batch_size": 0}, "batch_size must be an integer of 1 or more"),
     ({"dtype": "fp8"}, "dtype must be one of auto, fp32, fp16, bf16"),
     ({"seed": "7"}, "seed must be an integer"),

@@ -15,7 +15,7 @@ from .options import DeviceOpt, DtypeOpt, SamplerOpt
 # `palette --help` does not import torch.
 MaskMode = Literal["center", "free-form", "box", "train"]
 Side = Literal["left", "right", "top", "bottom", "all", "random"]
-Refine = Literal["auto", "off"]
+Refine = Literal["auto", "exemplar", "sdedit", "off"]
 
 _ARROWS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "colorfulness": "colourfulness"}
 
@@ -43,8 +43,9 @@ def eval_command(
                                        "truth (the scored points are the first 10 of them).")] = 0,
     reference: Annotated[bool, typer.Option("--reference", help="Colorize: give the model the ground truth as "
                                             "its colour reference.")] = False,
-    refine: Annotated[Refine, typer.Option(help="inpaint/uncrop above the model's size: auto refines the fill up "
-                                           "to full resolution (models with a refine block); off: as before.")
+    refine: Annotated[Refine, typer.Option(help="inpaint/uncrop above the model's size: exemplar completes the fill "
+                                           "from the photo's own patches, sdedit refines it with the model (models "
+                                           "with a refine block), auto: exemplar for inpaint; off: none.")
                       ] = "auto",
     dtype: DtypeOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the degradations and the samples' noise.")] = 0,

@@ -150,7 +150,9 @@ class RunOptions:
 
 
 # The masked tasks' coarse-to-fine fills, one option for inpaint and uncrop.
-RefineOpt = Annotated[Literal["auto", "off"], typer.Option(
-    "--refine", help="auto: refine the fill at successively doubled sizes up to the photo's own resolution "
-    "(models whose config has a refine block); off: the model-size fill scaled up, as before.",
+RefineOpt = Annotated[Literal["auto", "exemplar", "sdedit", "off"], typer.Option(
+    "--refine", help="How a fill reaches the photo's full size. exemplar: the model lays out the hole and the "
+    "photo's own patches fill it (PatchMatch completion); sdedit: the model refines its fill at doubled sizes "
+    "(models whose config has a refine block); auto: exemplar for inpaint, where it measured better, else none; "
+    "off: the model-size fill scaled up.",
     rich_help_panel=_SAMPLING)]
