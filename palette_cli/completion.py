@@ -305,34 +305,44 @@ def _complete(region: Tensor, mask: Tensor, guide: Tensor, generator: torch.Gene
             full[bad] = initialise(bad, sources, generator)
             uniform = torch.zeros(h * w, device=device).index_fill_(0, t, 1.0)
             x = vote(x, full, uniform, hole, r)  # the finer scale's pixels copied through the upsampled field
-        basis = pca_basis(torch.cat([known, g]), valid.view(h, w), config.patch, config.descriptor, generator)
-        finest = level == len(levels) - 1
-        penalty = torch.zeros(h * w, device=device)
-        # The coarsest scale searches the whole image; finer ones refine the upsampled matches nearby.
-        radius = float(max(h, w)) if level == 0 else 4.0 * config.patch
-        searches = config.search_steps if level == 0 else 1
-        jumps = tuple(j for j in ((8, 4, 2, 1) if level == 0 else (4, 2, 1)) if j < max(h, w))
-        for _ in range(max(config.em_steps - level, 1)):
-            phi = descriptors(torch.cat([x, g]), basis)
-            spread = float(phi.index_select(0, sources).var(0).sum())  # the source patches' total variance
-            field = Field(t, full[t], phi.index_select(0, t), torch.zeros(0))
-            field.d = distance(field.phi_t, phi, field.s, penalty)
-            if config.occurrence > 0:
-                # The penalty follows every round of candidates, and a random half of the targets may move per
-                # round: all at once, every target of a crowded source would jump to the same next-best one.
-                def refresh(field=field, phi=phi, penalty=penalty, spread=spread):
-                    penalty.copy_(occurrence_penalty(field, hole, size, config.occurrence * spread))
-                    field.d = distance(field.phi_t, phi, field.s, penalty)
-                    field.accept = torch.rand(len(field.t), generator=generator).to(device) < 0.5
-                field.refresh = refresh
-                refresh()
-            for _ in range(searches):
-                propagate(field, full, phi, valid, size, penalty, jumps)
-                random_search(field, full, phi, valid, size, penalty, generator, radius)
-            if config.occurrence > 0:
-                field.refresh = field.accept = None
-                field.d = distance(field.phi_t, phi, field.s, torch.zeros_like(penalty))  # votes weigh the match alone
-            x = vote(x, full, vote_weights(field, size), hole, config.fine_vote if finest else r)
-            x = torch.where(hole, x, known)
+        x = _em_at_scale(x, g, known, hole, full, t, sources, valid, level, level == len(levels) - 1, config,
+                         generator)
     image = torch.where(hole_full, x, region.float())
     return Completion(image=image, source=full.view(*region.shape[-2:]))
+
+
+def _em_at_scale(x: Tensor, g: Tensor, known: Tensor, hole: Tensor, full: Tensor, t: Tensor, sources: Tensor,
+                 valid: Tensor, level: int, finest: bool, config: CompletionConfig,
+                 generator: torch.Generator) -> Tensor:
+    """Wexler et al.'s EM at one scale: match every hole patch (PatchMatch, `full` updated in place), vote."""
+    device, (h, w) = x.device, x.shape[-2:]
+    size, r = (h, w), config.patch // 2
+    basis = pca_basis(torch.cat([known, g]), valid.view(h, w), config.patch, config.descriptor, generator)
+    penalty = torch.zeros(h * w, device=device)
+    # The coarsest scale searches the whole image; finer ones refine the upsampled matches nearby.
+    radius = float(max(h, w)) if level == 0 else 4.0 * config.patch
+    searches = config.search_steps if level == 0 else 1
+    jumps = tuple(j for j in ((8, 4, 2, 1) if level == 0 else (4, 2, 1)) if j < max(h, w))
+    for _ in range(max(config.em_steps - level, 1)):
+        phi = descriptors(torch.cat([x, g]), basis)
+        spread = float(phi.index_select(0, sources).var(0).sum())  # the source patches' total variance
+        field = Field(t, full[t], phi.index_select(0, t), torch.zeros(0))
+        field.d = distance(field.phi_t, phi, field.s, penalty)
+        if config.occurrence > 0:
+            # The penalty follows every round of candidates, and a random half of the targets may move per
+            # round: all at once, every target of a crowded source would jump to the same next-best one.
+            def refresh(field=field, phi=phi, penalty=penalty, spread=spread):
+                penalty.copy_(occurrence_penalty(field, hole, size, config.occurrence * spread))
+                field.d = distance(field.phi_t, phi, field.s, penalty)
+                field.accept = torch.rand(len(field.t), generator=generator).to(device) < 0.5
+            field.refresh = refresh
+            refresh()
+        for _ in range(searches):
+            propagate(field, full, phi, valid, size, penalty, jumps)
+            random_search(field, full, phi, valid, size, penalty, generator, radius)
+        if config.occurrence > 0:
+            field.refresh = field.accept = None
+            field.d = distance(field.phi_t, phi, field.s, torch.zeros_like(penalty))  # votes weigh the match alone
+        x = vote(x, full, vote_weights(field, size), hole, config.fine_vote if finest else r)
+        x = torch.where(hole, x, known)
+    return x
