@@ -169,8 +169,12 @@ class _Display:
             self.written += 1
             w = event.written
             if self.json_lines:
-                out.print(json.dumps({"input": str(w.input), "output": str(w.output), "task": w.task, "seed": w.seed,
-                                      "sample": w.sample, "steps": w.steps, "seconds": w.seconds}), markup=False)
+                # One write of the whole line, not Rich's buffered print: a Ctrl-C inside that print could leave
+                # the line in Rich's buffer, to be printed again with the next one.
+                line = json.dumps({"input": str(w.input), "output": str(w.output), "task": w.task, "seed": w.seed,
+                                   "sample": w.sample, "steps": w.steps, "seconds": w.seconds})
+                out.file.write(line + "\n")
+                out.file.flush()
 
 
 def _settings(req: Request):
