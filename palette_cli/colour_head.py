@@ -201,10 +201,6 @@ def decode(head: ColourHead, logits: Tensor, *, temperature: float, adjust: floa
     return annealed_mean(logits, head.centres, temperature, head.log_prior, adjust, noise)
 
 
-def param_count(head: ColourHead) -> int:
-    return sum(p.numel() for p in head.parameters())
-
-
 def entropy(logits: Tensor) -> Tensor:
     """H(Z) per pixel in nats, (B, 1, H, W), normalised by log Q to [0, 1]."""
     logp = F.log_softmax(logits.float(), dim=1)

@@ -241,13 +241,13 @@ def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: li
     size = cond.shape[-2:]
     entropy = F.interpolate(colour_head.entropy(logits), size=size, mode="bilinear", align_corners=False)
     sure = (entropy <= spec.confidence).float().expand(len(samples), 1, *size)
+    luma = images.rgb_to_ycbcr(cond.float().to(logits.device))[:, :1]
     out = []
     for k in samples:
         generator = seeds.generator(seed, k) if k > 0 else None
         chroma = colour_head.decode(head, logits, temperature=spec.temperature, adjust=spec.adjust,
                                     noise_scale=spec.noise, noise_grid=spec.noise_grid, generator=generator)
         chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
-        luma = images.rgb_to_ycbcr(cond.float().to(chroma.device))[:, :1]
         out.append(images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1))
     return torch.cat(out), sure
 
