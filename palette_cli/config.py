@@ -451,6 +451,9 @@ def _check_model(c: ModelConfig, where: str) -> None:
                            f"of sample_schedule")
     if c.colour_head is not None and c.encoder is None:
         raise PaletteError("colour_head: a colour head reads the encoder's maps, but the config names no encoder")
+    if c.colour_head is not None and c.colour_head.use == "hints" and not c.unet.hint_channels:
+        raise PaletteError("colour_head.use: \"hints\" gives the head's colour to the UNet as colour hints, but "
+                           "the UNet takes none (unet.hint_channels 0); use \"colour\" or a model with --controls")
     if c.refine is not None and c.refine.steps > math.ceil(c.sample_schedule.num_steps * c.refine.strength):
         raise PaletteError(f"refine.steps: {c.refine.steps} is more than the {c.sample_schedule.num_steps} x "
                            f"{c.refine.strength} steps of sample_schedule that refine.strength leaves")

@@ -99,6 +99,7 @@ class Item:
     task: int  # index into the run's task list
     view: torch.Tensor | None = None  # (3, V, V): what a frozen encoder sees (tasks.encoder_view)
     encoded: torch.Tensor | None = None  # (320, V/32, V/32): that view's cached stride-32 map (CachedViews)
+    taps: tuple[torch.Tensor, torch.Tensor] | None = None  # its cached stride-8 and -16 maps, for a colour head
 
 
 def make_item(img: Image.Image, tasks: Sequence[str], size: int, generator: torch.Generator,
@@ -171,13 +172,14 @@ def validation_batch(paths: Sequence[Path], tasks: Sequence[str], size: int, see
 class CachedViews(torch.utils.data.Dataset):
     """Item k of a run trained from a feature cache (feature_cache.py): view perm_e[k mod N] of the
     cached views `rows`, its colours the target (at `size`, antialiased down from the cache's grid),
-    its gray the source and its stride-32 map what the encoder saw. Colorize only: the cache holds
-    the gray views' maps. The cache is opened in each process that reads it (loader workers too)."""
+    its gray the source and its stride-32 map what the encoder saw (with `taps`, its stride-8 and -16
+    maps too: what a colour head reads). Colorize only: the cache holds the gray views' maps. The
+    cache is opened in each process that reads it (loader workers too)."""
 
-    def __init__(self, folder: Path, rows: Sequence[int], size: int, seed: int):
+    def __init__(self, folder: Path, rows: Sequence[int], size: int, seed: int, taps: bool = False):
         if not len(rows):
             raise PaletteError(f"{folder}: no cached views of the training images")
-        self.folder, self.rows, self.size, self.seed = Path(folder), list(rows), size, seed
+        self.folder, self.rows, self.size, self.seed, self.taps = Path(folder), list(rows), size, seed, taps
         self._cache = None
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
@@ -206,9 +208,13 @@ class CachedViews(torch.utils.data.Dataset):
         target = resize(target, (self.size, self.size))
         cond, _ = tasks_module.degrade("colorize", target, torch.Generator())
         encoded = torch.from_numpy(self._cache.maps[-1][row].astype("float32"))
-        return Item(target, cond, torch.zeros(1, self.size, self.size), 0, encoded=encoded)
+        taps = tuple(torch.from_numpy(m[row].astype("float32")) for m in self._cache.maps[:2]) if self.taps else None
+        return Item(target, cond, torch.zeros(1, self.size, self.size), 0, encoded=encoded, taps=taps)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         item = self.item(self.rows[self.image_index(k)])
-        return {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(0),
-                "encoded": item.encoded}
+        batch = {"target": item.target, "cond": item.cond, "mask": item.mask, "task": torch.tensor(0),
+                 "encoded": item.encoded}
+        if item.taps is not None:
+            batch["s8"], batch["s16"] = item.taps
+        return batch

@@ -22,6 +22,7 @@ STREAMS = {
     "noise": 1 << 42,  # + micro-batch number: the diffusion noise and noise levels
     "dropout": 1 << 43,  # + micro-batch number: which items see the encoder's null condition
     "hints": 1 << 44,  # + micro-batch number: revealed colour hints and reference dropout (colorize)
+    "head": 1 << 45,  # + micro-batch number: which colour-head sample each item's hint map shows (colorize)
     # evaluation: a third key after the image index, not an offset
     "degrade": 0x6576616C,
     "eval_points": 0x68696E74,  # colorize: the scored colour points (and the hints given with --hints)

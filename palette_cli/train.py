@@ -221,6 +221,7 @@ class _Trainer:
         plan = plan_run(run_dir, config, init, resume, d.device)
         self.model_config, self.config, self.init = plan.model_config, plan.config, plan.init
         source = _feature_source(plan, features)
+        self.head = plan.head  # a colour head's weights: carried into every save, and in the loop for "hints"
 
         torch.manual_seed(self.config.seed)  # the initial weights of a new network
         network = build_network(self.model_config, plan.weights, where=str(plan.init or run_dir))
@@ -258,7 +259,7 @@ class _Trainer:
         good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)))
         self.images = len(good)
         self.conditioner = Conditioner(self.model_config, c, self.d.device, self.d.rank, self.d.world,
-                                       cached=source is not None)
+                                       cached=source is not None, head=self.head)
         if source is not None:
             self._cached_data(data, good, source)
             return
@@ -279,7 +280,7 @@ class _Trainer:
             train_cache.build(source, photos, c.seed, self.d.device, progress)
         _barrier(self.d)
         rows = train_cache.rows_of(source, good)
-        self.dataset = train_cache.dataset(source, rows, c.image_size, c.seed)
+        self.dataset = train_cache.dataset(source, rows, c.image_size, c.seed, taps=self.conditioner.head is not None)
         self.validation = (train_cache.validation_items(self.dataset, c.sample_count)
                            if c.sample_every and self.d.rank == 0 else [])
 

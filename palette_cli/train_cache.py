@@ -93,8 +93,9 @@ def rows_of(source: FeatureSource, paths: Sequence[Path]) -> np.ndarray:
                      if e["key"] in keys and e["view"] < source.views], dtype=np.int64)
 
 
-def dataset(source: FeatureSource, rows: np.ndarray, size: int, seed: int) -> CachedViews:
-    return CachedViews(source.folder, rows.tolist(), size, seed)
+def dataset(source: FeatureSource, rows: np.ndarray, size: int, seed: int, taps: bool = False) -> CachedViews:
+    """The cached views `rows`; with `taps` their stride-8 and -16 maps too (a colour head in the loop)."""
+    return CachedViews(source.folder, rows.tolist(), size, seed, taps)
 
 
 def validation_items(views: CachedViews, count: int) -> list[Item]:

@@ -25,15 +25,25 @@ PERCEPTUAL_SIZE = 128  # input side of the perceptual loss's classifier (a 4x4 f
 
 class Conditioner:
     """A run's extra conditions. `key` is the batch field the encoder maps come from: "view" (the task's
-    base image at the encoder's size, encoded here) or "encoded" (cached stride-32 maps, topped here)."""
+    base image at the encoder's size, encoded here) or "encoded" (cached stride-32 maps, topped here).
+
+    A colorize model whose UNet samples around its colour head (`colour_head.use` "hints") trains with
+    the head in the loop: the frozen head's colours (`head`, its weights) are every colorize item's hint
+    map, as at inference, under the random ground-truth hints."""
 
     def __init__(self, model_config: cfg.ModelConfig, config: TrainConfig, device: torch.device, rank: int,
-                 world: int, cached: bool = False):
+                 world: int, cached: bool = False, head: dict[str, torch.Tensor] | None = None):
         self.model_config, self.config, self.rank, self.world = model_config, config, rank, world
         self.device = device
         self.encoder = None  # the live encoder, when the maps are not cached
         self.top: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.key = "encoded" if cached else "view"
+        self.head = None  # the frozen colour head, when the UNet learns to sample around it
+        spec = model_config.colour_head
+        if head and spec is not None and spec.use == "hints" and "colorize" in config.tasks:
+            from .checkpoint import build_colour_head
+
+            self.head = build_colour_head(model_config, head, "the run's colour head").to(device)
         if model_config.encoder is not None:
             from . import features
 
@@ -62,11 +72,33 @@ class Conditioner:
         condition = self._controls(batch, micro)
         if self.model_config.encoder is not None:
             condition["features"] = self.features(batch[self.key])
+        if self.head is not None:
+            condition["hints"] = self._head_hints(batch, condition.get("hints"), micro)
         if condition and self.model_config.encoder is not None:
             gen = seeds.stream(self.config.seed, "dropout", micro * self.world + self.rank)
             keep = torch.rand(batch["target"].shape[0], generator=gen) >= self.model_config.encoder.dropout
             condition = {k: v * keep.to(v).view(-1, *[1] * (v.dim() - 1)) for k, v in condition.items()}
         return condition
+
+    def _head_hints(self, batch: dict[str, torch.Tensor], given: torch.Tensor | None, micro: int) -> torch.Tensor:
+        """The colour head's hint map for the batch's colorize items (zeros for other tasks' items)."""
+        from . import colour_head
+
+        colorize = task_modules.get("colorize")
+        cond = batch["cond"].to(self.device)
+        with torch.no_grad():
+            if self.top is not None:
+                final = self.top(batch["encoded"]).float()
+                logits = self.head(final, batch["s8"].to(self.device).float(), batch["s16"].to(self.device).float(),
+                                   colour_head.gray_input(cond))
+            else:
+                logits = colorize.head_logits(self.head, self.encoder, batch["view"].to(self.device),
+                                              self.model_config.encoder.size)
+        gen = seeds.stream(self.config.seed, "head", micro * self.world + self.rank)
+        hints = colorize.training_head_hints(self.head, self.model_config.colour_head, logits.float(), cond,
+                                             given, gen)
+        mine = (batch["task"] == self.config.tasks.index("colorize")).to(hints)
+        return (hints * mine.view(-1, 1, 1, 1)).to(batch["target"].dtype)
 
     def _controls(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
         """Network inputs a task adds to its own items (colorize's colour controls: `training_condition`)."""

@@ -174,3 +174,52 @@ def test_finetuning_the_unet_carries_the_head_unchanged_across_resume(head_run, 
     assert (tmp_path / "ft" / "samples" / "step-000000002.png").is_file()  # the UNet's grid, sampled by the UNet
     assert load_model(resumed.model_dir).colour_head is not None
     assert any(k.startswith(HEAD_PREFIX) for k in read_weights(resumed.model_dir))
+
+
+@pytest.fixture(scope="module")
+def sampling_model(head_run, tmp_path_factory) -> Path:
+    """The built-in colorize model (it takes colour hints) with head_run's head, its UNet sampling around it."""
+    from palette_cli.train_head import write_model
+
+    return write_model("colorize", head_run / "head", tmp_path_factory.mktemp("sampling") / "model", use="hints",
+                       temperature=0.5, adjust=0.3)
+
+
+def test_a_unet_that_samples_around_its_head_trains_on_the_heads_colours(sampling_model, cache, photos, tmp_path):
+    """The training hint map is what inference gives the UNet: the head's colour (mask HEAD_HINT_MASK) on
+    every pixel of a colorize item, a random ground-truth hint (mask 1) wherever one was drawn."""
+    from palette_cli import colour_head, tasks
+    from palette_cli.data import CachedViews
+    from palette_cli.train_cache import rows_of
+    from palette_cli.train_condition import Conditioner
+
+    colorize = tasks.get("colorize")
+    model = load_model(sampling_model)
+    _, head = split_head(read_weights(sampling_model))
+    config = T.TrainConfig.finetune(steps=2, batch_size=3, image_size=64, precision="fp32", controls=True)
+    views = CachedViews(cache.folder, rows_of(cache, KODAK[:3]).tolist(), 64, 0, taps=True)
+    batch = {k: torch.stack([views[i][k] for i in range(3)]) for k in views[0]}
+    conditioner = Conditioner(model.config, config, torch.device("cpu"), 0, 1, cached=True, head=head)
+    hints = conditioner._head_hints(batch, None, micro=0)
+    assert hints.shape == (3, 3, 64, 64) and torch.all(hints[:, 2] == colorize.HEAD_HINT_MASK)
+    # Items shown the head's annealed mean carry exactly the colour the inference path decodes.
+    final = conditioner.top(batch["encoded"])
+    logits = model.colour_head(final, batch["s8"], batch["s16"], colour_head.gray_input(batch["cond"]))
+    colours, _ = zip(*(colorize.head_colours(model.colour_head, model.config.colour_head, logits[i:i + 1],
+                                             batch["cond"][i:i + 1], [0], seed=0) for i in range(3)))
+    mean = [i for i in range(3) if torch.allclose(hints[i, :2], 2 * colorize.colour_hints.chroma(colours[i])[0],
+                                                  atol=1e-4)]
+    noisy = [i for i in range(3) if i not in mean]
+    assert (hints[:, :2].abs().amax(dim=(1, 2, 3)) > 0.02).all()  # a colour, not gray
+    given = colorize.colour_hints.random_hints(batch["target"], torch.Generator().manual_seed(3))
+    merged = conditioner._head_hints(batch, given, micro=0)
+    shown = given[:, 2:] > 0
+    assert shown.any() and torch.equal(torch.where(shown, merged, 0 * merged), torch.where(shown, given, 0 * given))
+    # micro-batch 0's draws (seeds.stream(0, "head", 0)): 0.43, 0.07, 0.17 against TRAIN_HEAD_MEAN 0.25
+    assert mean == [1, 2] and noisy == [0]
+    # And the loop runs with it: the UNet moves, the head is carried unchanged.
+    result = T.finetune(sampling_model, [photos], tmp_path / "ft", config, device="cpu", features=cache)
+    unet_after, head_after = split_head(read_weights(result.model_dir))
+    unet_before, _ = split_head(read_weights(sampling_model))
+    assert all(torch.equal(head_after[k].float(), head[k].float()) for k in head)
+    assert any(not torch.equal(unet_after[k], unet_before[k]) for k in unet_before)

@@ -226,7 +226,16 @@ def head_logits(head: Any, encoder: Any, views: Tensor, size: int) -> Tensor:
 
     with torch.no_grad():
         x = features.preprocess(views, size).contiguous(memory_format=torch.channels_last)
-        final, s8, s16 = encoder.feature_maps(x, colour_head.ENCODER_TAPS)
+        return head_logits_from(head, encoder.feature_maps(x, colour_head.ENCODER_TAPS), views)
+
+
+def head_logits_from(head: Any, maps: list[Tensor], views: Tensor) -> Tensor:
+    """The colour head's logits from the encoder's final map and its colour_head.ENCODER_TAPS outputs
+    (`maps`, as feature_maps returns them) of gray views (B, 3, V, V)."""
+    from .. import colour_head
+
+    final, s8, s16 = maps
+    with torch.no_grad():
         return head(final.float(), s8.float(), s16.float(), colour_head.gray_input(views).to(final.device)).float()
 
 
@@ -252,11 +261,38 @@ def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: li
     return torch.cat(out), sure
 
 
+HEAD_HINT_MASK = 0.5  # the hint map's mask channel where the head's colour is the hint; a user's hints are 1
+TRAIN_HEAD_MEAN = 0.25  # share of training items shown the head's annealed mean; the rest one of its samples
+
+
 def head_hints(colours: Tensor, sure: Tensor, given: Tensor | None) -> Tensor:
     """The head's colours (N, 3, S, S) where it is sure (N, 1, S, S) as a colour-hint map for the UNet,
-    under the user's own hints."""
-    dense = torch.cat([colour_hints.HINT_SCALE * colour_hints.chroma(colours) * sure, sure.to(colours)], dim=1)
+    under the user's own hints. The mask channel is HEAD_HINT_MASK there, so a network trained on both
+    (`training_head_hints`) tells the head's colour from a colour the user asked for."""
+    dense = torch.cat([colour_hints.HINT_SCALE * colour_hints.chroma(colours) * sure,
+                       HEAD_HINT_MASK * sure.to(colours)], dim=1)
     return dense if given is None else _merge_hints(given.to(dense), dense)
+
+
+def training_head_hints(head: Any, spec: Any, logits: Tensor, cond: Tensor, given: Tensor | None,
+                        generator: torch.Generator) -> Tensor:
+    """Training's hint map (B, 3, S, S) for a UNet that samples around its colour head: what inference
+    gives it (`head_colours`, `head_hints`) for the gray items `cond` (B, 3, S, S) with head `logits`
+    (B, Q, 64, 64): the head's annealed mean for a share TRAIN_HEAD_MEAN of items, one of its noisy
+    samples for the rest, under the random ground-truth hints `given`."""
+    from .. import colour_head
+
+    b, size = logits.shape[0], cond.shape[-2:]
+    noisy = (torch.rand(b, generator=generator) >= TRAIN_HEAD_MEAN).float() * spec.noise
+    noise = colour_head.smooth_noise(tuple(logits.shape), spec.noise_grid, generator) * noisy.view(-1, 1, 1, 1)
+    with torch.no_grad():
+        chroma = colour_head.annealed_mean(logits, head.centres, spec.temperature, head.log_prior, spec.adjust,
+                                           noise.to(logits.device))
+        chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
+        entropy = F.interpolate(colour_head.entropy(logits), size=size, mode="bilinear", align_corners=False)
+        luma = images.rgb_to_ycbcr(cond.float().to(logits.device))[:, :1]
+        colours = images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1)
+    return head_hints(colours, (entropy <= spec.confidence).float(), given)
 
 
 # --- colour controls in training and evaluation --------------------------------------------------
