@@ -232,6 +232,19 @@ def encode(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: 
         return pack_pyramid(final, taps).float()
 
 
+def encode_with_taps(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: bool,
+                     taps: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`encode`'s maps and, from the same pass, the final map followed by the outputs of blocks `taps`
+    (what a colour head reads): one run of the encoder serves both."""
+    with torch.no_grad():
+        x = preprocess(views, size).contiguous(memory_format=torch.channels_last)
+        blocks = tuple(sorted(set(taps) | (set(PYRAMID_BLOCKS) if pyramid else set())))
+        final, *outputs = network.feature_maps(x, blocks)
+        by_block = dict(zip(blocks, outputs))
+        maps = pack_pyramid(final, [by_block[i] for i in PYRAMID_BLOCKS]) if pyramid else final
+        return maps.float(), [final] + [by_block[i] for i in taps]
+
+
 def pack_pyramid(final: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
     """(B, 1280, h, w) and maps at strides 4, 8, 16 -> (B, 1280 + sum(c * (32 / s)^2), h, w), lossless."""
     folded = [F.pixel_unshuffle(t, STRIDE // s) for t, s in zip(taps, PYRAMID_STRIDES)]

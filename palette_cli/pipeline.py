@@ -195,12 +195,12 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     config, (b, _, h, w) = model.config, cond.shape
     gammas = diffusion.gammas(config.sample_schedule)
     condition = check_condition(model, condition or {}, b)
-    maps = encoder_maps(model, views, b)
+    maps, logits = encoder_passes(model, views, b)
     if maps is not None:
         condition["features"] = maps
     flat = {k: v.to(model.device).repeat_interleave(num_samples, dim=0) for k, v in condition.items()}
-    if model.colour_head is not None:  # colorize's colour head: the colour itself, or what the UNet samples around
-        colours, sure = head_colours(model, cond, views, num_samples, first_sample, seed)
+    if logits is not None:  # colorize's colour head: the colour itself, or what the UNet samples around
+        colours, sure = head_colours(model, cond, logits, num_samples, first_sample, seed)
         if model.config.colour_head.use == "colour":
             if callback is not None:
                 callback(1, 1)
@@ -232,38 +232,47 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
 
 def encoder_maps(model: PaletteModel, views: torch.Tensor | None, count: int) -> torch.Tensor | None:
     """The frozen encoder's feature maps of `views`, or None for a model without an encoder."""
+    return encoder_passes(model, views, count)[0]
+
+
+def encoder_passes(model: PaletteModel, views: torch.Tensor | None, count: int
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One pass of the frozen encoder over each of `views`: its maps for the UNet (None for a model without
+    an encoder) and, for a model with a colour head, the head's logits (B, Q, 64, 64) from the same pass."""
     encoder = model.config.encoder
     if encoder is None:
-        return None
+        return None, None
     if views is None or views.dim() != 4 or views.shape[0] != count:
         raise PaletteError(f"{model.source}: this model sees its input through {encoder.name}; pass one view "
                            f"per input (pipeline.prepare makes them)")
-    from . import features
+    from . import colour_head, features
 
     network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
-    # One view at a time: under CPU autocast a batch's shape changes the rounding (see guidance.OneByOne).
     pyramid = bool(model.config.unet.pyramid_channels)
-    return torch.cat([features.encode(network, view[None].to(model.device), encoder.size, pyramid) for view in views])
+    head = model.colour_head
+    maps, logits = [], []
+    # One view at a time: under CPU autocast a batch's shape changes the rounding (see guidance.OneByOne).
+    for view in views:
+        view = view[None].to(model.device)
+        if head is None:
+            maps.append(features.encode(network, view, encoder.size, pyramid))
+            continue
+        unet_maps, taps = features.encode_with_taps(network, view, encoder.size, pyramid, colour_head.ENCODER_TAPS)
+        maps.append(unet_maps)
+        logits.append(tasks.get("colorize").head_logits_from(head, taps, view))
+    return torch.cat(maps), torch.cat(logits) if logits else None
 
 
-def head_colours(model: PaletteModel, cond: torch.Tensor, views: torch.Tensor | None, num_samples: int,
+def head_colours(model: PaletteModel, cond: torch.Tensor, logits: torch.Tensor, num_samples: int,
                  first_sample: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The colour head's colour images (B * num_samples, 3, H, W), input-major: sample k of input i from
     seeds.generator(seed, k), sample 0 the head's own annealed mean; and where it is sure
-    (B * num_samples, 1, H, W) (tasks/colorize.py)."""
+    (B * num_samples, 1, H, W) (tasks/colorize.py). `logits` (B, Q, 64, 64): the head's, per input."""
     colorize = tasks.get("colorize")
-    encoder = model.config.encoder
-    if views is None or views.shape[0] != cond.shape[0]:
-        raise PaletteError(f"{model.source}: its colour head sees the photo through {encoder.name}; pass one view "
-                           f"per input (pipeline.prepare makes them)")
-    from . import features
-
-    network = features.load(encoder.sha256, model.device).to(memory_format=torch.channels_last)
     samples = list(range(first_sample, first_sample + num_samples))
     colours, sure = [], []
-    for view, c in zip(views, cond):  # one input at a time, as encoder_maps does
-        logits = colorize.head_logits(model.colour_head, network, view[None].to(model.device), encoder.size)
-        image, mask = colorize.head_colours(model.colour_head, model.config.colour_head, logits, c[None], samples, seed)
+    for lg, c in zip(logits, cond):
+        image, mask = colorize.head_colours(model.colour_head, model.config.colour_head, lg[None], c[None], samples, seed)
         colours.append(image)
         sure.append(mask)
     return torch.cat(colours), torch.cat(sure)
