@@ -33,7 +33,7 @@ from palette_cli.diffusion import gammas as schedule_gammas
 from palette_cli.errors import PaletteError
 from palette_cli.samplers import sample
 from palette_cli.seeds import generator as sample_generator
-from palette_cli.tasks.masks import center_mask
+from palette_cli.tasks.inpaint import center_mask
 from palette_cli.unet import UNet
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference-palette-small"

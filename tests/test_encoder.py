@@ -12,7 +12,7 @@ from PIL import Image
 from palette_cli import config as cfg
 from palette_cli import features, pipeline, tasks
 from palette_cli.tasks.colorize import to_gray
-from palette_cli.tasks.masks import center_mask
+from palette_cli.tasks.inpaint import center_mask
 from palette_cli.checkpoint import build_network, load_model, save_model
 from palette_cli.devices import native_bf16, resolve_precision
 from palette_cli.data import random_crop, random_crop_view

@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from palette_cli import evaluate, metrics, pipeline, tasks
-from palette_cli.tasks import colorize, inpaint, jpeg, masks, uncrop
+from palette_cli.tasks import colorize, inpaint, jpeg, uncrop
 from palette_cli.checkpoint import load_model
 from palette_cli.cli import app, _register
 from palette_cli.cli import eval as eval_cli
@@ -130,8 +130,8 @@ def test_baseline_and_model_scored_on_the_same_inputs(cli_reports, data_dir, tin
     for index, row in enumerate(report["images"]):
         target = evaluate.load_ground_truth(data_dir / row["file"], SIZE)
         # The input, built here from the task's definition, not from the report.
-        options = {"inpaint": {"mask": masks.center_mask(SIZE, SIZE)},
-                   "uncrop": {"mask": masks.uncrop_mask(SIZE, SIZE, "right")},
+        options = {"inpaint": {"mask": inpaint.center_mask(SIZE, SIZE)},
+                   "uncrop": {"mask": uncrop.uncrop_mask(SIZE, SIZE, "right")},
                    "jpeg": {"quality": jpeg.DEFAULT_QUALITY}}.get(task, {})
         cond, mask = tasks.degrade(task, target, evaluate.degrade_generator(7, index), **options)
         if task == "colorize":
@@ -154,7 +154,7 @@ def test_baseline_and_model_scored_on_the_same_inputs(cli_reports, data_dir, tin
 
 def test_identity_scores_the_psnr_cap(data_dir):
     target = evaluate.load_ground_truth(data_dir / "kodim05-96.png", SIZE)
-    mask = masks.center_mask(SIZE, SIZE)
+    mask = inpaint.center_mask(SIZE, SIZE)
     scores = evaluate.score("inpaint", target, target, mask)
     assert scores["psnr"] == metrics.PSNR_CAP_DB and scores["ssim"] == pytest.approx(1.0, abs=1e-6)
     scores = evaluate.score("colorize", target, target, None)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import make_tiny_model
 from palette_cli import images, pipeline
-from palette_cli.tasks import inpaint, masks
+from palette_cli.tasks import inpaint
 from palette_cli.tasks.jpeg import jpeg_recompress
 from palette_cli.checkpoint import load_model
 from palette_cli.errors import PaletteError
@@ -68,7 +68,7 @@ def test_seed_decides_the_samples(model, cond):
 
 
 def test_known_pixels_are_kept_with_a_mask(model, cond):
-    mask = masks.center_mask(32, 32).expand(3, 1, 32, 32).contiguous()
+    mask = inpaint.center_mask(32, 32).expand(3, 1, 32, 32).contiguous()
     out = pipeline.restore_tensors(model, cond, mask, num_samples=2)
     known = mask.expand(3, 3, 32, 32) == 0
     for k in range(2):
@@ -153,7 +153,7 @@ def test_jpeg_tiles_any_size(model):
 
 def test_inpaint_changes_only_the_hole(model):
     img = photo()
-    hole = masks.box_mask(64, 96, (60, 20, 20, 30)).numpy()[0] > 0
+    hole = images.box_mask(64, 96, (60, 20, 20, 30)).numpy()[0] > 0
     for out in pipeline.restore(model, "inpaint", img, mask_box=(60, 20, 20, 30), num_samples=2):
         got, orig = np.asarray(out), np.asarray(img)
         assert out.size == img.size
