@@ -37,7 +37,7 @@ from palette_cli.checkpoint import load_model  # noqa: E402
 from palette_cli.config import RefineConfig  # noqa: E402
 from palette_cli.files import folder_images  # noqa: E402
 from palette_cli.pipeline import restore  # noqa: E402
-from palette_cli.tasks.masks import box_mask, mean_fill  # noqa: E402
+from palette_cli.images import box_mask, mean_fill  # noqa: E402
 
 HOLE = (200, 150)  # inpaint box, width x height
 SEAM = 2  # pixels on either side of the fill's edge left out of the detail measure
