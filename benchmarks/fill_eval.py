@@ -37,6 +37,7 @@ from palette_cli import completion, features, metrics, seeds, tasks  # noqa: E40
 from palette_cli.checkpoint import load_model  # noqa: E402
 from palette_cli.evaluate import degrade_generator, image_labels, load_ground_truth  # noqa: E402
 from palette_cli.files import evaluation_images  # noqa: E402
+from palette_cli import images  # noqa: E402
 from palette_cli.images import to_tensor  # noqa: E402
 from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 
@@ -62,6 +63,23 @@ def mirror_fill(cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def extra_guide(spec: str, region: torch.Tensor, hole: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """A guide other than the model's sample, for `--guide` (see its help)."""
+    mirror = mirror_fill(region, hole)
+    kind, _, value = spec.partition(":")
+    if kind == "mirror":
+        return mirror
+    if kind == "mix":
+        a = float(value)
+        return a * mirror + (1 - a) * images.resize(sample.float(), tuple(region.shape[-2:]))
+    if kind == "blur":
+        f = int(value)
+        h, w = region.shape[-2:]
+        small = torch.nn.functional.avg_pool2d(mirror[None], f, ceil_mode=True)
+        return images.resize(small[0], (h, w)) * hole + region * (1 - hole)
+    raise SystemExit(f"--guide {spec}: expected mirror, mix:A or blur:F")
+
+
 def parse_sets(items: list[str]) -> list[tuple[str, completion.CompletionConfig]]:
     """The exemplar rows: the defaults, then one per --set."""
     rows = [("exemplar", completion.CompletionConfig())]
@@ -83,6 +101,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="CompletionConfig fields of one more row")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--guide", action="append", default=[],
+                        help="more guides for the exemplar rows (uncrop): mirror, mix:A (A x mirror + (1 - A) x "
+                             "the model's sample), blur:F (the mirror fill averaged over F x F pixel blocks)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model or args.task, device="cpu")
@@ -101,9 +122,12 @@ def main() -> None:
         samples = restore_tensors(model, prep.cond, prep.mask, sampling=sampling, seed=args.seed, views=prep.view)
         region, hole = module.fill_region(prep)
         fills = {"model": (samples, 0.0, None)}
-        for name, config in rows:
+        guides = [("", samples[0, 0])] + [(f" ({spec} guide)", extra_guide(spec, region, hole, samples[0, 0]))
+                                          for spec in args.guide]
+        for (name, config), (suffix, guide) in ((r, g) for r in rows for g in guides):
+            name += suffix
             start = time.process_time()
-            done = completion.complete(region, hole, samples[0, 0], generator=seeds.stream(args.seed, "refine", 1, 0),
+            done = completion.complete(region, hole, guide, generator=seeds.stream(args.seed, "refine", 1, 0),
                                        config=config)
             seconds = time.process_time() - start
             fills[name] = (done.image[None, None], seconds, (metrics.repetition(done.source, hole),
