@@ -224,12 +224,7 @@ def encode(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: 
     final map's grid by space-to-depth (`pack_pyramid`): one tensor, so every place that drops,
     batches or guides the condition treats it as before. Runs under whatever autocast the caller
     set (bf16 halves its cost on CPUs with native bf16)."""
-    with torch.no_grad():
-        x = preprocess(views, size).contiguous(memory_format=torch.channels_last)
-        if not pyramid:
-            return network.feature_map(x).float()
-        final, *taps = network.feature_maps(x, PYRAMID_BLOCKS)
-        return pack_pyramid(final, taps).float()
+    return encode_with_taps(network, views, size, pyramid, ())[0]
 
 
 def encode_with_taps(network: EfficientNetLite0, views: torch.Tensor, size: int, pyramid: bool,

@@ -247,18 +247,29 @@ def head_colours(head: Any, spec: Any, logits: Tensor, cond: Tensor, samples: li
     to; every other sample adds its own smooth random field (colour_head.decode)."""
     from .. import colour_head, seeds
 
-    size = cond.shape[-2:]
-    entropy = F.interpolate(colour_head.entropy(logits), size=size, mode="bilinear", align_corners=False)
-    sure = (entropy <= spec.confidence).float().expand(len(samples), 1, *size)
-    luma = images.rgb_to_ycbcr(cond.float().to(logits.device))[:, :1]
+    sure = _head_sure(spec, logits, cond).expand(len(samples), -1, -1, -1)
     out = []
     for k in samples:
         generator = seeds.generator(seed, k) if k > 0 else None
         chroma = colour_head.decode(head, logits, temperature=spec.temperature, adjust=spec.adjust,
                                     noise_scale=spec.noise, noise_grid=spec.noise_grid, generator=generator)
-        chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
-        out.append(images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1))
+        out.append(_under_luminance(chroma, cond))
     return torch.cat(out), sure
+
+
+def _head_sure(spec: Any, logits: Tensor, cond: Tensor) -> Tensor:
+    """(B, 1, S, S): 1 where the head's normalised entropy is below `spec.confidence`, at cond's size."""
+    from .. import colour_head
+
+    entropy = F.interpolate(colour_head.entropy(logits), size=cond.shape[-2:], mode="bilinear", align_corners=False)
+    return (entropy <= spec.confidence).float()
+
+
+def _under_luminance(chroma: Tensor, cond: Tensor) -> Tensor:
+    """The head's chroma (B, 2, 64, 64) upsampled under the gray cond's (B or 1, 3, S, S) luminance: RGB images."""
+    chroma = F.interpolate(chroma, size=cond.shape[-2:], mode="bicubic", align_corners=False)
+    luma = images.rgb_to_ycbcr(cond.float().to(chroma.device))[:, :1]
+    return images.ycbcr_to_rgb(torch.cat([luma.expand(len(chroma), -1, -1, -1), chroma], dim=1)).clamp(-1, 1)
 
 
 HEAD_HINT_MASK = 0.5  # the hint map's mask channel where the head's colour is the hint; a user's hints are 1
@@ -282,17 +293,12 @@ def training_head_hints(head: Any, spec: Any, logits: Tensor, cond: Tensor, give
     samples for the rest, under the random ground-truth hints `given`."""
     from .. import colour_head
 
-    b, size = logits.shape[0], cond.shape[-2:]
-    noisy = (torch.rand(b, generator=generator) >= TRAIN_HEAD_MEAN).float() * spec.noise
+    noisy = (torch.rand(logits.shape[0], generator=generator) >= TRAIN_HEAD_MEAN).float() * spec.noise
     noise = colour_head.smooth_noise(tuple(logits.shape), spec.noise_grid, generator) * noisy.view(-1, 1, 1, 1)
     with torch.no_grad():
         chroma = colour_head.annealed_mean(logits, head.centres, spec.temperature, head.log_prior, spec.adjust,
                                            noise.to(logits.device))
-        chroma = F.interpolate(chroma, size=size, mode="bicubic", align_corners=False)
-        entropy = F.interpolate(colour_head.entropy(logits), size=size, mode="bilinear", align_corners=False)
-        luma = images.rgb_to_ycbcr(cond.float().to(logits.device))[:, :1]
-        colours = images.ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(-1, 1)
-    return head_hints(colours, (entropy <= spec.confidence).float(), given)
+        return head_hints(_under_luminance(chroma, cond), _head_sure(spec, logits, cond), given)
 
 
 # --- colour controls in training and evaluation --------------------------------------------------
