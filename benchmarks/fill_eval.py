@@ -39,7 +39,7 @@ from palette_cli.evaluate import degrade_generator, image_labels, load_ground_tr
 from palette_cli.files import evaluation_images  # noqa: E402
 from palette_cli import images  # noqa: E402
 from palette_cli.images import to_tensor  # noqa: E402
-from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
+from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fill_detail import detail_ratio, grow  # noqa: E402
@@ -87,7 +87,8 @@ def parse_sets(items: list[str]) -> list[tuple[str, completion.CompletionConfig]
     for item in items:
         fields = dict(kv.split("=") for kv in item.split(","))
         rows.append((f"exemplar {item}", completion.CompletionConfig(
-            **{k: type(getattr(default, k))(v) for k, v in fields.items()})))
+            **{k: (float if getattr(default, k) is None else type(getattr(default, k)))(v)
+               for k, v in fields.items()})))
     return rows
 
 
@@ -109,7 +110,7 @@ def main() -> None:
     model = load_model(args.model or args.task, device="cpu")
     module = tasks.get(args.task)
     sampling = resolve_sampling(model, refine="off")
-    rows = parse_sets(args.set)
+    rows = [(name, completion_for(args.task, config)) for name, config in parse_sets(args.set)]  # the task's weight
     files = evaluation_images(args.photos, args.limit)
     outputs: dict[str, list[torch.Tensor]] = {}
     extra: dict[str, list[float]] = {}

@@ -204,7 +204,7 @@ def build_colour_head(config: cfg.ModelConfig, state: dict[str, torch.Tensor], w
         if state:
             raise PaletteError(f"{where}: holds colour_head weights, but config.json has no colour_head block")
         return None
-    head = ColourHead(HeadShape(spec.bins, spec.channels, spec.fine_channels))
+    head = ColourHead(HeadShape(spec.bins, spec.channels, spec.fine_channels, spec.tail))
     expected = head.state_dict()
     bad = sorted(set(expected) ^ set(state)) + sorted(k for k in set(expected) & set(state)
                                                       if expected[k].shape != state[k].shape)

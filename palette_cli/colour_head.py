@@ -6,7 +6,8 @@ Zhang et al. (2016), "Colorful Image Colorization", with the encoder frozen and 
 - the head predicts, at every location of a 64x64 grid (stride 4 of the 256 px view), a distribution
   Z over the Q bins from the encoder's maps at strides 8, 16 and 32 and the gray view itself
   (an FPN: 1x1 laterals, top-down sums, one 3x3 conv + GroupNorm + SiLU per level, a global vector
-  from the pooled final map added at the coarsest level);
+  from the pooled final map added at the coarsest level); optionally the head has its own trainable
+  copy of the encoder's last stages (`EncoderTail`), so the semantic map it reads is tuned for colour;
 - the loss is the cross-entropy against the soft-encoded ground truth (its 5 nearest bins,
   Gaussian-weighted, Eq. 2 of Zhang et al.), each pixel weighted by w(q*) (Eq. 3-4: the smoothed
   prior mixed with the uniform distribution by lambda, inverted, with E_p[w] = 1);
@@ -144,6 +145,26 @@ def smooth_noise(shape: tuple[int, int, int, int], grid: int, generator: torch.G
         coarse.expand(b, q, h, w)
 
 
+class EncoderTail(nn.Module):
+    """The encoder's layers after the stride-16 tap (blocks 11-15 and the 1x1 head, batch norms folded):
+    (B, 112, 16, 16) -> (B, 1280, 8, 8). The frozen encoder's maps are tuned for ImageNet's classes; a
+    head with its own tail, started from the encoder's weights and trained, tunes the semantic map it
+    reads for colour, as Zhang et al. train their whole network (the UNet keeps the frozen map)."""
+
+    def __init__(self, pretrained: bool = False):
+        super().__init__()
+        from . import features
+
+        net = features.folded(features.load() if pretrained else features.EfficientNetLite0())
+        first = ENCODER_TAPS[-1] + 1
+        self.blocks = nn.Sequential(*net._blocks[first:])
+        self.head = net._conv_head
+        self.requires_grad_(True)
+
+    def forward(self, s16: Tensor) -> Tensor:
+        return F.relu6(self.head(self.blocks(s16)))
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     """3x3 conv, GroupNorm, SiLU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(32, cout // 4), cout), nn.SiLU())
@@ -156,12 +177,14 @@ class HeadShape:
     bins: int
     channels: int = 128  # FPN width at strides 8, 16, 32
     fine_channels: int = 48  # width at stride 4 (the 64x64 output grid)
+    tail: bool = False  # its own trainable copy of the encoder's last stages (stride 16 -> the final map)
 
 
 class ColourHead(nn.Module):
     """(final (B, 1280, 8, 8), s8 (B, 40, 32, 32), s16 (B, 112, 16, 16), gray (B, 1, 64, 64)) -> logits (B, Q, 64, 64).
 
-    Buffers `centres` (Q, 2) and `log_prior` (Q,) travel with the weights."""
+    Buffers `centres` (Q, 2) and `log_prior` (Q,) travel with the weights. A head with a tail
+    (HeadShape.tail) computes its own final map from s16 and ignores `final`."""
 
     def __init__(self, shape: HeadShape):
         super().__init__()
@@ -175,11 +198,14 @@ class ColourHead(nn.Module):
         self.stem = nn.Conv2d(1, f, 3, padding=1)
         self.fine = _block(f, f)
         self.out = nn.Conv2d(f, shape.bins, 1)
+        self.tail = EncoderTail() if shape.tail else None
         self.register_buffer("centres", torch.zeros(shape.bins, 2))
         self.register_buffer("log_prior", torch.zeros(shape.bins))
 
     def forward(self, final: Tensor, s8: Tensor, s16: Tensor, gray: Tensor) -> Tensor:
         up = lambda x, ref: F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+        if self.tail is not None:  # the head's own final map, from the stride-16 map
+            final = self.tail(s16)
         p32 = self.top32(self.lateral32(final) + self.global_vector(final.mean((2, 3)))[:, :, None, None])
         p16 = self.top16(self.lateral16(s16) + up(p32, s16))
         p8 = self.top8(self.lateral8(s8) + up(p16, s8))

@@ -48,16 +48,19 @@ class CompletionConfig:
 
     patch: int = 7  # side of a patch, odd
     coarsest: int = 48  # the coarsest scale's shorter side, in pixels (about the model's own size)
-    guide_weight: float = 1.0  # lambda: the guide's channels against the image's in the patch distance
+    # lambda: the guide's channels against the image's in the patch distance; None: the fill task's own
+    # (its module's COMPLETION_GUIDE_WEIGHT: inpaint's hole is surrounded, uncrop's new side is not), else 1
+    guide_weight: float | None = None
     row_weight: float = 0.5  # the row (-1 top, 1 bottom) as a channel too: sky is copied from the sky's height
     em_steps: int = 3  # EM iterations at the coarsest scale, one fewer per finer scale, at least 1
     search_steps: int = 2  # PatchMatch iterations (propagate + random search) per EM iteration
     descriptor: int = 24  # patches are compared in their top principal components (PCA of the source's)
     occurrence: float = 0.03  # repetition penalty per copy beyond one, in units of the source patches' variance
     fine_vote: int = 1  # voting radius at the finest scale (a (2r+1)^2 window); coarser scales vote the whole patch
-    # The fill tasks completed by default: inpaint's FD fell to 0.61x the mean fill's at 256 px (kodak24), uncrop's
-    # rose against the model's own fill (98.7 against 91.6), so uncrop completes when asked (benchmarks/README.md).
-    tasks: tuple[str, ...] = ("inpaint",)
+    # The fill tasks completed by default (benchmarks/README.md, 256 px): inpaint's FD falls to 0.61x the mean
+    # fill's (kodak24); uncrop's, at its guide weight, to 0.80x (sun_hays80) and 0.89x (kodak24), and at full size
+    # the model's own fill of a new side is a blur.
+    tasks: tuple[str, ...] = ("inpaint", "uncrop")
 
 
 @dataclass
@@ -277,6 +280,7 @@ def _complete(region: Tensor, mask: Tensor, guide: Tensor, generator: torch.Gene
     if not bool((~hole_full).any()):
         raise PaletteError("nothing is known: exemplar completion needs some of the photo to copy from")
     r = config.patch // 2
+    guide_weight = 1.0 if config.guide_weight is None else config.guide_weight
     levels = scales(*region.shape[-2:], config.coarsest)
     x = full = None
     for level, size in enumerate(levels):
@@ -284,7 +288,7 @@ def _complete(region: Tensor, mask: Tensor, guide: Tensor, generator: torch.Gene
         hole = _hole_at(mask, size) if level < len(levels) - 1 else hole_full
         known = _resize(region.float(), size)
         rows = torch.linspace(-1, 1, h, device=device)[None, :, None].expand(1, h, w) * config.row_weight
-        g = torch.cat([_resize(guide.float().to(device), size) * config.guide_weight, rows])
+        g = torch.cat([_resize(guide.float().to(device), size) * guide_weight, rows])
         if x is None:  # the coarsest scale starts from the guide
             x = torch.where(hole, _resize(guide.float().to(device), size), known)
         else:

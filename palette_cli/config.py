@@ -91,6 +91,7 @@ class ColourHeadConfig:
     bins: int = 313  # Q, the chroma bins it classifies into (fitted to its training photos)
     channels: int = 128  # its FPN's width at strides 8, 16 and 32
     fine_channels: int = 48  # its width at stride 4, the 64x64 output grid
+    tail: bool = False  # its own trained copy of the encoder's layers after stride 16 (colour_head.EncoderTail)
     temperature: float = 0.38  # the annealed mean's T: lower is more vivid (chosen on val)
     adjust: float = 0.0  # post-hoc rebalancing: the prior divided out to this power before decoding
     noise: float = 1.0  # -n samples: scale of the smooth random field added to the logits (sample 0 too)
@@ -372,7 +373,7 @@ _FIELDS: dict[type, dict[str, Rule]] = {
     RefineConfig: {"strength": _float(0.0, 1.0, low_open=True), "steps": _int(1), "block": _int(1),
                    "tasks": _tuple(_text(), nonempty=False)},  # names checked where a model is loaded
     ColourHeadConfig: {
-        "bins": _int(2), "channels": _int(4), "fine_channels": _int(4),
+        "bins": _int(2), "channels": _int(4), "fine_channels": _int(4), "tail": _bool,
         "temperature": _float(0.0, math.inf, low_open=True), "adjust": _float(0.0, 1.0),
         "noise": _float(0.0, math.inf), "noise_grid": _int(1), "use": _choice(COLOUR_HEAD_USES),
         "confidence": _float(0.0, 1.0, low_open=True),

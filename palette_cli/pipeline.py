@@ -59,8 +59,9 @@ class Sampling:
     refine: RefineConfig | CompletionConfig | None = None  # full-size fills of masked tasks (refine.py); None: off
 
 
-# auto: exemplar completion where it measured better (inpaint; CompletionConfig.tasks); exemplar: of inpaint and
-# uncrop fills (completion.py); sdedit: the model config's refine block, if it has one; off: the model-size fill.
+# auto: exemplar completion where it measured better (CompletionConfig.tasks: inpaint and uncrop); exemplar: of
+# inpaint and uncrop fills (completion.py); sdedit: the model config's refine block, if it has one; off: the
+# model-size fill.
 REFINE_MODES = ("auto", "exemplar", "sdedit", "off")
 
 
@@ -75,8 +76,8 @@ def resolve_sampling(model: PaletteModel | ModelConfig, sampler: str | None = No
                      normalized: bool = True, refine: str | RefineConfig | CompletionConfig = "auto") -> Sampling:
     """The model's defaults (a model or its config) for what is None, checked against its schedule.
 
-    `normalized`: PITI's normalized guidance, else plain. `refine`: "auto" (the config's refine block,
-    if any), "off", or a `RefineConfig` to use instead."""
+    `normalized`: PITI's normalized guidance, else plain. `refine`: one of REFINE_MODES, or a `RefineConfig` or
+    `CompletionConfig` to use instead."""
     config = model if isinstance(model, ModelConfig) else model.config
     refine = _resolve_refine(config, refine)
     strength = config.strength if strength is None else strength
@@ -341,6 +342,13 @@ def finish(prep: Prepared, samples: torch.Tensor) -> list[Image.Image]:
     return outputs
 
 
+def completion_for(task: str, config: CompletionConfig) -> CompletionConfig:
+    """`config` with the fill task's own guide weight where it names none."""
+    if config.guide_weight is not None:
+        return config
+    return dataclasses.replace(config, guide_weight=getattr(tasks.get(task), "COMPLETION_GUIDE_WEIGHT", 1.0))
+
+
 def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, sampling: Sampling, *,
                    seed: int = 0, batch_size: int | None = None, callback: Callback | None = None,
                    first_sample: int = 0) -> torch.Tensor:
@@ -355,8 +363,9 @@ def refine_samples(model: PaletteModel, prep: Prepared, samples: torch.Tensor, s
     if not fill_levels(*region.shape[-2:], model.config.image_size):
         return samples
     if isinstance(sampling.refine, CompletionConfig):  # each sample follows its own model sample and stream
+        config = completion_for(prep.task, sampling.refine)
         return torch.stack([complete_fill(region.to(model.device), mask.to(model.device), samples[0, j], seed=seed,
-                                          sample=j, config=sampling.refine) for j in range(samples.shape[1])])[None]
+                                          sample=j, config=config) for j in range(samples.shape[1])])[None]
     maps = encoder_maps(model, prep.view, len(prep.cond))
     k = samples.shape[1]
     runs = [Refinement(model, sampling.refine, sampling.sampler, sampling.guidance or 0.0, maps, seed,
@@ -471,11 +480,12 @@ def _stacked_conditions(preps: list[Prepared]) -> dict[str, torch.Tensor]:
 def restore(model: PaletteModel, task: str, image: images.Photo | Image.Image | str | os.PathLike, *,
             num_samples: int = 1, sampler: str | None = None, steps: int | None = None, seed: int = 0,
             batch_size: int | None = None, callback: Callback | None = None,
-            strength: float | None = None, guidance: float | None = None, refine: str | RefineConfig = "auto",
+            strength: float | None = None, guidance: float | None = None, refine: str | RefineConfig | CompletionConfig = "auto",
             **task_options: Any) -> list[Image.Image]:
     """Restore one photo at full resolution: `num_samples` PIL images (RGBA if it had alpha).
 
-    `refine` (inpaint, uncrop): "auto", "off" or a `RefineConfig` (see `resolve_sampling`). `task_options`
+    `refine` (inpaint, uncrop): one of REFINE_MODES, a `RefineConfig` or a `CompletionConfig` (see
+    `resolve_sampling`). `task_options`
     go to `prepare`: mask / mask_box / mask_mode (inpaint), side / ratio (uncrop), quality (jpeg),
     hints / hints_image / reference (colorize with colour controls).
     """
@@ -531,7 +541,7 @@ def _refine_setting(model: PaletteModel, task: str, sampling: Sampling) -> dict[
     if not hasattr(tasks.get(task), "fill_region"):
         return {}
     if isinstance(sampling.refine, CompletionConfig):
-        return {"refine": {"method": "exemplar", **dataclasses.asdict(sampling.refine)}}
+        return {"refine": {"method": "exemplar", **dataclasses.asdict(completion_for(task, sampling.refine))}}
     if sampling.refine is not None and task in sampling.refine.tasks:
         return {"refine": {k: v for k, v in dataclasses.asdict(sampling.refine).items() if k != "tasks"}}
     return {"refine": "off"} if model.config.refine is not None else {}

@@ -46,7 +46,7 @@ class RestoreSettings:
     steps: int | None = None  # network calls per sample; None: the model's
     strength: float | None = None  # 1 = pure noise, lower = from the noised input; None: the model's
     guidance: float | None = None  # classifier-free guidance weight (>= 0); None: the model's
-    refine: str = "auto"  # inpaint/uncrop coarse-to-fine fills: "auto" (the model's refine block) or "off"
+    refine: str = "auto"  # inpaint/uncrop full-size fills, one of REFINE_MODES ("auto": exemplar completion)
     batch_size: int | None = None  # samples per network call; None: from free memory
     device: str = "auto"  # auto, cpu, cuda[:N], mps
     dtype: str = "auto"  # network precision, one of DTYPES

@@ -45,6 +45,8 @@ class HeadTrainConfig:
     rebalance: float = 0.0  # Zhang et al.'s lambda for the loss weights; 0: plain cross-entropy
     channels: int = 128
     fine_channels: int = 48
+    tail: bool = False  # the head's own copy of the encoder's last stages, trained (colour_head.EncoderTail)
+    tail_lr: float = 0.1  # the tail's learning rate as a share of `lr` (it starts from pretrained weights)
     group_weights: dict[str, float] = field(default_factory=dict)  # share of draws per group; missing: by size
     seed: int = 0
     precision: str = "bf16"  # "bf16" or "fp32" autocast
@@ -98,8 +100,8 @@ def _batch(cache: FeatureCache, index: np.ndarray, top, device, generator: np.ra
         s8, s16, s32, rgb = (torch.where(flip.view(-1, 1, 1, 1), t.flip(-1), t) for t in (s8, s16, s32, rgb))
     x = rgb.float() / 127.5 - 1
     ycc = images.rgb_to_ycbcr(x)
-    with torch.no_grad():
-        final = top(s32.to(device))
+    with torch.no_grad():  # a head with its own tail makes its final map from s16
+        final = top(s32.to(device)) if top is not None else None
     return final, s8.to(device), s16.to(device), ycc[:, :1].to(device), ycc[:, 1:].to(device)
 
 
@@ -146,24 +148,30 @@ class _HeadRun:
             raise PaletteError(f"{cache_dir}: no training views in the cache")
         state = torch.load(self.folder / "head_state.pt", weights_only=False) if resume else None
         if state is not None:  # the network's shape and seed are the run's; the rest may change
-            kept = {k: v for k, v in state["config"].items() if k in ("channels", "fine_channels", "seed")}
+            kept = {k: v for k, v in state["config"].items() if k in ("channels", "fine_channels", "tail", "seed")}
             config = HeadTrainConfig(**{**asdict(config), **kept})
             self.centres, self.prior = state["centres"], state["prior"]
-        elif init is not None:  # a trained head's bins and shape
+        elif init is not None:  # a trained head's bins and shape (a tail is added when asked for)
             config = dataclasses.replace(config, channels=init["lateral32.weight"].shape[0],
-                                         fine_channels=init["stem.weight"].shape[0])
+                                         fine_channels=init["stem.weight"].shape[0],
+                                         tail=config.tail or any(k.startswith("tail.") for k in init))
             self.centres, self.prior = init["centres"].float(), init["log_prior"].float().exp()
         else:
             self.centres, self.prior = fit_bins(self.cache, self.train_idx, seed=config.seed)
         self.config = config
-        self.shape = H.HeadShape(len(self.centres), config.channels, config.fine_channels)
+        self.shape = H.HeadShape(len(self.centres), config.channels, config.fine_channels, config.tail)
         torch.manual_seed(config.seed)  # the initial weights
         self.head = H.ColourHead(self.shape).to(dev)
+        if self.head.tail is not None:  # the tail starts as the encoder's own layers
+            self.head.tail = H.EncoderTail(pretrained=True).to(dev)
         self.head.centres.copy_(self.centres)
         self.head.log_prior.copy_(self.prior.clamp_min(1e-12).log())
         self.ema = H.ColourHead(self.shape).to(dev)
         self.ema.load_state_dict(self.head.state_dict())
-        self.opt = torch.optim.AdamW(self.head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        tail = [p for n, p in self.head.named_parameters() if n.startswith("tail.")]
+        rest = [p for n, p in self.head.named_parameters() if not n.startswith("tail.")]
+        groups = [{"params": rest, "scale": 1.0}] + ([{"params": tail, "scale": config.tail_lr}] if tail else [])
+        self.opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.step, self.seconds, self.began = 0, 0.0, time.perf_counter()
         self.rng = np.random.default_rng(config.seed)
         if state is not None:
@@ -172,14 +180,16 @@ class _HeadRun:
             self.opt.load_state_dict(state["optimizer"])
             self.step, self.seconds = state["step"], state.get("seconds", 0.0)
             self.rng.bit_generator.state = state["rng"]
-        elif init is not None:
-            self.head.load_state_dict({k: v.float() for k, v in init.items()})
+        elif init is not None:  # a head without a tail keeps the pretrained one just made
+            missing, unexpected = self.head.load_state_dict({k: v.float() for k, v in init.items()}, strict=False)
+            if unexpected or any(not k.startswith("tail.") for k in missing):
+                raise PaletteError(f"init: not a colour head's weights ({', '.join((unexpected + missing)[:3])})")
             self.ema.load_state_dict(self.head.state_dict())
         self.pixel_weights = (H.rebalancing_weights(self.centres, self.prior, config.rebalance).to(dev)
                               if config.rebalance else None)
         self.draw = _draw_weights(self.cache, self.train_idx, config.group_weights)
         self.table = H.soft_table(self.centres)
-        self.top = _frozen_top(dev)
+        self.top = None if self.shape.tail else _frozen_top(dev)
         self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
         self.head.train()
 
@@ -192,7 +202,7 @@ class _HeadRun:
 
     def train_step(self) -> float:
         for group in self.opt.param_groups:
-            group["lr"] = self.lr()
+            group["lr"] = self.lr() * group.get("scale", 1.0)
         idx = self.rng.choice(self.train_idx, size=self.config.batch_size, p=self.draw)
         final, s8, s16, gray, chroma = _batch(self.cache, idx, self.top, self.dev, self.rng)
         with self.autocast:
@@ -270,7 +280,7 @@ def write_model(base: str | os.PathLike, run_dir: str | os.PathLike, out: str | 
         raise PaletteError(f"{run_dir}: no head.safetensors (not a colour head run, or it never saved)")
     head_state = load_file(head_file)
     shape = H.HeadShape(**json.loads(_metadata(head_file)["shape"]))
-    spec = cfg.ColourHeadConfig(bins=shape.bins, channels=shape.channels, fine_channels=shape.fine_channels,
+    spec = cfg.ColourHeadConfig(bins=shape.bins, channels=shape.channels, fine_channels=shape.fine_channels, tail=shape.tail,
                                 temperature=temperature, adjust=adjust, noise=noise, noise_grid=noise_grid, use=use,
                                 confidence=confidence)
     config = cfg.validate(dataclasses.replace(base_config, colour_head=spec))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import DATA
+from PIL import Image
+from typer.testing import CliRunner
 
 import palette_cli
 from palette_cli import completion, images, metrics, tasks
+from palette_cli.cli import _register, app
 from palette_cli.completion import CompletionConfig, Field, complete, descriptors, pca_basis, propagate, random_search
-from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors
+from palette_cli.pipeline import finish, prepare, resolve_sampling, restore, restore_tensors
 from palette_cli.refine import complete_fill
 
 PHOTO = DATA / "kodim23-96.png"  # 96x64: one scale at the default coarsest side
@@ -163,6 +168,26 @@ def test_built_in_model_fill_completed_at_full_size(task, options):
     else:
         assert first.shape == (64, 192, 3) and np.array_equal(first[:, :96], original)
         assert np.abs(first[:, 96:] - second[:, 96:]).mean() > 1
+
+
+@pytest.mark.parametrize("task, options, weight", [("inpaint", {"mask_box": (30, 16, 40, 30)}, 1.0),
+                                                   ("uncrop", {"side": "right"}, 0.2)])
+def test_the_default_completes_each_fill_task_at_its_own_guide_weight(task, options, weight, tmp_path):
+    """`palette inpaint/uncrop` (`--refine auto`) completes the fill with its task module's guide weight and
+    says so in the output's metadata."""
+    _register()
+    flags = ["--mask-box", ",".join(map(str, options["mask_box"]))] if task == "inpaint" else ["--side", "right"]
+    result = CliRunner().invoke(app, [task, str(PHOTO), "-o", str(tmp_path), "--seed", "2", "-q", *flags])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / f"{PHOTO.stem}.{task}.0.png") as image:
+        assert json.loads(image.text["palette"])["refine"]["guide_weight"] == weight
+    assert tasks.get(task).COMPLETION_GUIDE_WEIGHT == weight
+    model = palette_cli.load_model(task, device="cpu")
+    run = lambda refine: np.asarray(restore(model, task, PHOTO, seed=2, refine=refine, **options)[0])  # noqa: E731
+    auto = run("auto")
+    assert np.array_equal(auto, run(CompletionConfig(guide_weight=weight)))
+    assert not np.array_equal(auto, run(CompletionConfig(guide_weight=0.6)))
+    assert not np.array_equal(auto, run("off"))
 
 
 @pytest.mark.cuda

@@ -175,9 +175,9 @@ def test_the_cli_takes_refine(models, tmp_path):
 def test_a_refine_block_names_the_tasks_it_refines(models):
     plain, _ = models
     inpaint_only = RefineConfig(strength=0.3, steps=1, block=4, tasks=("inpaint",))
-    (before,) = restore(plain, "uncrop", PHOTO, seed=3, side="right")
+    (before,) = restore(plain, "uncrop", PHOTO, seed=3, side="right", refine="off")
     (uncrop,) = restore(plain, "uncrop", PHOTO, seed=3, side="right", refine=inpaint_only)
     assert np.array_equal(pixels(before), pixels(uncrop))
     (inpaint,) = restore(plain, "inpaint", PHOTO, seed=3, mask_box=BOX, refine=inpaint_only)
-    (off,) = restore(plain, "inpaint", PHOTO, seed=3, mask_box=BOX)
+    (off,) = restore(plain, "inpaint", PHOTO, seed=3, mask_box=BOX, refine="off")
     assert not np.array_equal(pixels(inpaint), pixels(off))

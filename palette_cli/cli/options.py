@@ -153,6 +153,6 @@ class RunOptions:
 RefineOpt = Annotated[Literal["auto", "exemplar", "sdedit", "off"], typer.Option(
     "--refine", help="How a fill reaches the photo's full size. exemplar: the model lays out the hole and the "
     "photo's own patches fill it (PatchMatch completion); sdedit: the model refines its fill at doubled sizes "
-    "(models whose config has a refine block); auto: exemplar for inpaint, where it measured better, else none; "
-    "off: the model-size fill scaled up.",
+    "(models whose config has a refine block); auto (the default): exemplar, where it measured better (inpaint "
+    "and uncrop); off: the model-size fill scaled up.",
     rich_help_panel=_SAMPLING)]

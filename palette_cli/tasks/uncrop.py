@@ -62,6 +62,10 @@ def train_uncrop_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
 
 NAME = "uncrop"
 MASKED = True
+# Exemplar completion's guide weight (completion.CompletionConfig.guide_weight): the new side has known pixels
+# on one edge only, so the patches' own fit to their neighbours must count more against the model's layout
+# than in a hole (measured: benchmarks/README.md, uncrop FD at weights 0.1-1.0).
+COMPLETION_GUIDE_WEIGHT = 0.2
 BASELINE = "mean-colour fill (mean of the known pixels)"
 RECIPE = Recipe("x0", True, "ddim", 1)  # training objective and sampling of a new model (config.Recipe)
 EVAL_OPTIONS = ("side",)
