@@ -142,6 +142,37 @@ def test_training_from_the_cache_lowers_the_loss_and_resumes_exactly(cache, head
         assert torch.allclose(v, resumed["head"][k], atol=1e-6), k
 
 
+def test_a_head_with_its_own_encoder_tail_starts_as_the_head_it_grows_from_and_trains_it(cache, head_run, tmp_path):
+    """A tail started from the encoder's weights makes the frozen encoder's final map from the stride-16 map:
+    a tailed head made from a trained head gives that head's logits; training moves the tail too, and the
+    model directory carries it."""
+    from safetensors.torch import load_file
+
+    run, _ = head_run
+    init = load_file(run / "head.safetensors")
+    config = train_head.HeadTrainConfig(steps=2, batch_size=4, warmup=1, held_out=0.0, precision="fp32",
+                                        tail=True, tail_lr=0.5)
+    tailed = train_head._HeadRun(cache.folder, tmp_path / "tailed", config, False, torch.device("cpu"), init)
+    plain = H.ColourHead(H.HeadShape(len(init["centres"]), 16, 8))
+    plain.load_state_dict(init)
+    top = train_head._frozen_top(torch.device("cpu"))
+    final, s8, s16, gray, _ = train_head._batch(tailed.cache, np.arange(4), top, torch.device("cpu"), None)
+    with torch.no_grad():
+        torch.testing.assert_close(tailed.head(None, s8, s16, gray), plain(final, s8, s16, gray), atol=2e-3, rtol=1e-3)
+    before = {k: v.clone() for k, v in tailed.head.tail.state_dict().items()}
+    tailed.train_step()
+    tailed.train_step()
+    tailed.save()
+    assert any(not torch.equal(v, tailed.head.tail.state_dict()[k]) for k, v in before.items())
+    out = train_head.write_model("colorize", tmp_path / "tailed", tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["colour_head"]["tail"] is True
+    model = load_model(tmp_path / "model")
+    assert isinstance(model.colour_head.tail, H.EncoderTail)
+    (image,) = restore(model, "colorize", DATA / "kodim23-96.png", seed=0)
+    assert image.size == (96, 64)
+    assert out == tmp_path / "model"
+
+
 def test_a_fixed_batch_is_learned():
     """Real forward and backward: the head fits one batch of cached-like maps."""
     torch.manual_seed(0)
