@@ -6,8 +6,8 @@
   300,180,160,120`), a 320x260 crop around it at 1:1: the input (hole in gray), the model's fill scaled up
   (`--refine off`: the layout the completion follows), and the exemplar completion (the default);
 - uncrop.jpg: kodim14 (river) grown by a quarter to the right (`palette uncrop river.png --side right
-  --ratio 0.25`, 768x512 -> 1024x512) at half size: the input, the model's fill scaled up (uncrop's
-  default: completion did not measure better there) and the exemplar completion.
+  --ratio 0.25`, 768x512 -> 1024x512) at half size: the input, the model's fill scaled up (`--refine off`)
+  and the exemplar completion (the default).
 
 Both go through the library's own steps (pipeline.prepare, restore_tensors, refine.complete_fill,
 finish), seed 0, and are saved as JPEG at quality 90.
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from palette_cli import images, tasks  # noqa: E402
 from palette_cli.checkpoint import load_model  # noqa: E402
-from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
+from palette_cli.completion import CompletionConfig  # noqa: E402
+from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 from palette_cli.refine import complete_fill  # noqa: E402
 
 GAP = 6  # white pixels between panels
@@ -41,7 +42,8 @@ def fills(task: str, path: Path, **options) -> tuple[Image.Image, Image.Image]:
     samples = restore_tensors(model, prep.cond, prep.mask, sampling=resolve_sampling(model, refine="off"), seed=0,
                               views=prep.view)
     region, mask = tasks.get(task).fill_region(prep)
-    completed = complete_fill(region, mask, samples[0, 0], seed=0, sample=0)
+    completed = complete_fill(region, mask, samples[0, 0], seed=0, sample=0,
+                              config=completion_for(task, CompletionConfig()))  # the task's default
     return finish(prep, samples)[0], finish(prep, completed[None, None])[0]
 
 

@@ -163,6 +163,22 @@ def test_cli_finetune_continues_a_models_head(head_run, photos, tmp_path):
     assert set(before) == set(after) and all(torch.equal(before[k].float(), after[k].float()) for k in before)
 
 
+def test_cli_finetune_gives_a_models_head_a_tail(head_run, photos, tmp_path):
+    """`--head-tail` on a head without one: the tail is added (the encoder's own layers), the rest is the head's."""
+    run = tmp_path / "tailed"
+    result = runner.invoke(app, ["finetune", str(head_run / "model"), str(photos), "-o", str(run), "--colour-head",
+                                 "--head-tail", "--steps", "1", "--batch-size", "2", "--lr", "0", "--warmup", "1",
+                                 "--precision", "fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    _, before = split_head(read_weights(head_run / "model"))
+    _, after = split_head(read_weights(run / "model"))
+    assert set(after) - set(before) and all(k.startswith("tail.") for k in set(after) - set(before))
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before)
+    assert load_model(run / "model").config.colour_head.tail
+    bad = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "x"), "--task", "colorize", "--head-tail"])
+    assert bad.exit_code == 2 and "--head-tail goes with --colour-head" in bad.output
+
+
 def test_finetuning_the_unet_carries_the_head_unchanged_across_resume(head_run, photos, tmp_path):
     _, head = split_head(read_weights(head_run / "model"))
     config = T.TrainConfig.finetune(steps=1, batch_size=2, sample_every=1, sample_count=1, precision="fp32")

@@ -107,6 +107,10 @@ class FeatureOptions:
         "it on --init (the built-in colorize model by default), finetune continues MODEL's own head (or adds "
         "one). The head's recipe sets the defaults of --steps 20000, --batch-size 32, --lr 1e-3 and "
         "--warmup 300.")] = False
+    head_tail: Annotated[bool, typer.Option(
+        "--head-tail", help="With --colour-head: the head gets its own trainable copy of the encoder's layers "
+        "after stride 16, started from the encoder's weights, so the map it reads is tuned for colour "
+        "(3.5 M more parameters, steps about 1.4x slower); a head without one gets one.")] = False
 
 
 training_command = option_groups(training=TrainingOptions, control=RunControl, cached=FeatureOptions)
@@ -272,6 +276,8 @@ def _features(cached: FeatureOptions, default: Path | None = None) -> Any:
     from ..train_cache import DEFAULT_VIEWS, FeatureSource
 
     folder = cached.feature_cache or default
+    if cached.head_tail and not cached.colour_head:
+        raise fail("--head-tail goes with --colour-head", 2)
     if folder is None:
         if cached.cache_views is not None:
             raise fail("--cache-views goes with --feature-cache (or --colour-head)", 2)
@@ -297,7 +303,7 @@ def _colour_head(control: RunControl, data: list[Path], output: Path, training: 
     def start(**kw: Any):
         config = train_colour.head_config(output, control.resume, control.device, batch_size=training.batch_size,
                                           seed=training.seed, ema_decay=training.ema_decay,
-                                          precision=training.precision, **head)
+                                          precision=training.precision, tail=cached.head_tail or None, **head)
         return train_colour.train_colour_head(data, output, config, base=base, features=features,
                                               resume=control.resume, device=control.device,
                                               log_every=training.log_every or 10,
