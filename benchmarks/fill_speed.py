@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from palette_cli import images, metrics, seeds, tasks  # noqa: E402
 from palette_cli.checkpoint import load_model  # noqa: E402
-from palette_cli.completion import complete  # noqa: E402
-from palette_cli.pipeline import finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
+from palette_cli.completion import CompletionConfig, complete  # noqa: E402
+from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fill_detail import BAND, detail_ratio, grow  # noqa: E402
@@ -53,7 +53,8 @@ def run(model, task: str, path: Path, options: dict):
     samples = restore_tensors(model, prep.cond, prep.mask, sampling=resolve_sampling(model, refine="off"), seed=0,
                               views=prep.view)
     region, mask = tasks.get(task).fill_region(prep)
-    done = complete(region, mask, samples[0, 0], generator=seeds.stream(0, "refine", 1, 0))
+    done = complete(region, mask, samples[0, 0], generator=seeds.stream(0, "refine", 1, 0),
+                    config=completion_for(task, CompletionConfig()))  # the task's default guide weight
     out = finish(prep, done.image[None, None])[0]
     return out, done, region, mask, time.perf_counter() - wall, time.process_time() - cpu
 

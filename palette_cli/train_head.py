@@ -160,18 +160,7 @@ class _HeadRun:
             self.centres, self.prior = fit_bins(self.cache, self.train_idx, seed=config.seed)
         self.config = config
         self.shape = H.HeadShape(len(self.centres), config.channels, config.fine_channels, config.tail)
-        torch.manual_seed(config.seed)  # the initial weights
-        self.head = H.ColourHead(self.shape).to(dev)
-        if self.head.tail is not None:  # the tail starts as the encoder's own layers
-            self.head.tail = H.EncoderTail(pretrained=True).to(dev)
-        self.head.centres.copy_(self.centres)
-        self.head.log_prior.copy_(self.prior.clamp_min(1e-12).log())
-        self.ema = H.ColourHead(self.shape).to(dev)
-        self.ema.load_state_dict(self.head.state_dict())
-        tail = [p for n, p in self.head.named_parameters() if n.startswith("tail.")]
-        rest = [p for n, p in self.head.named_parameters() if not n.startswith("tail.")]
-        groups = [{"params": rest, "scale": 1.0}] + ([{"params": tail, "scale": config.tail_lr}] if tail else [])
-        self.opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self._build(dev)
         self.step, self.seconds, self.began = 0, 0.0, time.perf_counter()
         self.rng = np.random.default_rng(config.seed)
         if state is not None:
@@ -192,6 +181,22 @@ class _HeadRun:
         self.top = None if self.shape.tail else _frozen_top(dev)
         self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
         self.head.train()
+
+    def _build(self, dev: torch.device) -> None:
+        """The head (seeded initial weights, the bins; a tail starts as the encoder's own layers), its EMA and
+        the optimiser (the tail at `tail_lr` of the learning rate)."""
+        torch.manual_seed(self.config.seed)
+        self.head = H.ColourHead(self.shape).to(dev)
+        if self.head.tail is not None:
+            self.head.tail = H.EncoderTail(pretrained=True).to(dev)
+        self.head.centres.copy_(self.centres)
+        self.head.log_prior.copy_(self.prior.clamp_min(1e-12).log())
+        self.ema = H.ColourHead(self.shape).to(dev)
+        self.ema.load_state_dict(self.head.state_dict())
+        tail = [p for n, p in self.head.named_parameters() if n.startswith("tail.")]
+        rest = [p for n, p in self.head.named_parameters() if not n.startswith("tail.")]
+        groups = [{"params": rest, "scale": 1.0}] + ([{"params": tail, "scale": self.config.tail_lr}] if tail else [])
+        self.opt = torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def lr(self) -> float:
         """Linear warmup, then cosine decay to 10% at `config.steps`."""
