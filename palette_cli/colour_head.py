@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import images
+from . import features, images
 
 GRID_STEP = 0.08  # the chroma grid's cell side (Cb, Cr in [-1, 1])
 GRID = 25  # cells per axis: centres from -0.96 to 0.96
@@ -153,8 +153,6 @@ class EncoderTail(nn.Module):
 
     def __init__(self, pretrained: bool = False):
         super().__init__()
-        from . import features
-
         net = features.folded(features.load() if pretrained else features.EfficientNetLite0())
         first = ENCODER_TAPS[-1] + 1
         self.blocks = nn.Sequential(*net._blocks[first:])
