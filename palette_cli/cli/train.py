@@ -110,7 +110,7 @@ class FeatureOptions:
     head_tail: Annotated[bool, typer.Option(
         "--head-tail", help="With --colour-head: the head gets its own trainable copy of the encoder's layers "
         "after stride 16, started from the encoder's weights, so the map it reads is tuned for colour "
-        "(3.5 M more parameters, steps about 1.4x slower); a head without one gets one.")] = False
+        "(2.7 M more parameters, steps about 1.4x slower); a head without one gets one.")] = False
 
 
 training_command = option_groups(training=TrainingOptions, control=RunControl, cached=FeatureOptions)
