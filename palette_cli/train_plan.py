@@ -200,7 +200,10 @@ def plan_run(run_dir: Path, config: TrainConfig, init: str | None, resume: bool,
                                       controls=bool(model_config.unet.hint_channels),
                                       pyramid=bool(model_config.unet.pyramid_channels),
                                       precision=resolve_precision(config.precision, device, training=True))
-    plan.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=size)
+    # The size the model runs at: a new model's is its crop; a finetune at a smaller crop (for speed)
+    # keeps the model's own, and one at a larger crop runs at that.
+    run_size = max(size, model_config.image_size) if (plan.init or resume) else size
+    plan.model_config = dataclasses.replace(model_config, tasks=config.tasks, image_size=run_size)
     return plan
 
 

@@ -48,8 +48,10 @@ def card(model_config: cfg.ModelConfig, config: TrainConfig, step: int, data_nam
          count: int, init: str | None, history: TrainingHistory | None = None) -> str:
     """A model card saying how the weights were made."""
     origin = f"Finetuned from `{init}`" if init else f"Trained from scratch (preset `{config.preset}`)"
+    runs_at = (f" (it runs at {model_config.image_size}x{model_config.image_size})"
+               if model_config.image_size != config.image_size else "")
     body = (f"{origin} with `palette` for {step} steps of {config.batch_size} images at "
-            f"{model_config.image_size}x{model_config.image_size}, objective `{config.objective}`, "
+            f"{config.image_size}x{config.image_size}{runs_at}, objective `{config.objective}`, "
             f"loss `{config.loss}`{f' + {config.perceptual} x perceptual' if config.perceptual else ''}, "
             f"precision `{config.precision}`, tasks {', '.join(config.tasks)}"
             f"{f', conditioned on a frozen `{config.encoder}`' if config.encoder else ''}.\n\n"

@@ -250,6 +250,21 @@ def test_finetune_keeps_the_config_and_freeze_freezes(tiny_model_dir: Path, phot
     assert any(not torch.equal(again[k], weights[k]) for k in decoder)
 
 
+def test_a_finetune_at_a_smaller_crop_keeps_the_models_run_size(tiny_model_dir: Path, photos: Path,
+                                                                 tmp_path: Path) -> None:
+    assert load_model(tiny_model_dir).config.image_size == 32
+    T.finetune(tiny_model_dir, [photos], tmp_path / "small", tiny(steps=1, image_size=16))
+    smaller = load_model(tmp_path / "small" / "model")
+    assert smaller.config.image_size == 32  # trained on 16 px crops, still runs at 32
+    assert "images at 16x16 (it runs at 32x32)" in (tmp_path / "small" / "model" / "README.md").read_text()
+    assert json.loads(state_of(tmp_path / "small")["train_config"])["image_size"] == 16
+    # resumed, it still runs at 32; a finetune at a larger crop runs at that crop
+    T.resume([photos], tmp_path / "small", {"steps": 2})
+    assert load_model(tmp_path / "small" / "model").config.image_size == 32
+    T.finetune(tiny_model_dir, [photos], tmp_path / "large", tiny(steps=1, image_size=48))
+    assert load_model(tmp_path / "large" / "model").config.image_size == 48
+
+
 def test_regression_objective_samples_in_one_network_call(photos: Path, tmp_path: Path) -> None:
     T.train([photos], tmp_path / "run", tiny(steps=2, objective="regression"))
     model = load_model(tmp_path / "run" / "model")

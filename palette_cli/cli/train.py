@@ -34,7 +34,8 @@ class TrainingOptions:
     """How a run trains, for train and finetune alike; fields are TrainConfig's."""
 
     image_size: Annotated[int | None, typer.Option(
-        help=f"Crop size in pixels \\[default: {_SIZES}; a finetuned model's own size].")] = None
+        help=f"Crop size in pixels; the model runs at it, except that a finetune at a smaller crop "
+             f"keeps the model's run size \\[default: {_SIZES}; a finetuned model's own size].")] = None
     batch_size: Annotated[int | None, typer.Option(
         help=f"Images per optimizer step, over all processes \\[default: {_D.batch_size}].")] = None
     grad_accum: Annotated[int | None, typer.Option(
