@@ -20,7 +20,7 @@ from palette_cli.tasks import TASKS, colorize, degrade, inpaint, jpeg, uncrop
 from palette_cli.tasks.colorize import to_gray
 from palette_cli.tasks.jpeg import encode_jpeg, jpeg_recompress, jpeg_recompress_tensor, sample_jpeg_quality
 from palette_cli.images import box_mask
-from palette_cli.tasks.inpaint import center_mask, free_form_mask, random_box_mask, train_inpaint_mask
+from palette_cli.tasks.inpaint import center_mask, free_form_mask, random_box_mask, train_inpaint_mask, wide_mask
 from palette_cli.tasks.uncrop import UNCROP_SIDES, train_uncrop_mask, uncrop_mask
 
 MASKED_TASKS = tuple(name for name, module in tasks.REGISTRY.items() if module.MASKED)
@@ -188,10 +188,31 @@ def test_random_box_mask_terminates_on_tiny_image():
 
 @pytest.mark.parametrize("h,w", [(64, 64), (32, 56)])
 def test_train_inpaint_mask_area_in_range(h, w):
+    areas = []
     for seed in SEEDS:
         mask = train_inpaint_mask(h, w, gen(seed))
         assert_valid_mask(mask, h, w)
-        assert 0.1 <= mask.mean().item() <= 0.3
+        areas.append(mask.mean().item())
+        assert 0.1 <= areas[-1] <= 0.4  # narrow strokes and boxes 10-30%, wide strokes 15-40%
+    # the wide masks are in the mix: about 30% of draws, half of them above 30% of the image
+    assert sum(train_inpaint_mask(h, w, gen(seed)).mean().item() > 0.3 for seed in range(100, 200)) >= 3
+
+
+@pytest.mark.parametrize("h,w", [(256, 256), (64, 96)])
+def test_wide_masks_are_lamas_thick_strokes(h, w):
+    # A stroke at least 40 px wide (at 256 px) survives an erosion by a 31 px square, a DeepFill stroke
+    # (12-40 px) mostly does not: a wide mask keeps most of its pixels, a narrow one loses most.
+    def kept_after_erosion(mask: torch.Tensor) -> float:
+        k = round(31 * min(h, w) / 256) | 1
+        eroded = -torch.nn.functional.max_pool2d(-mask[None], k, stride=1, padding=k // 2)[0]
+        return (eroded.sum() / mask.sum()).item()
+
+    wide = [wide_mask(h, w, gen(s)) for s in range(12)]
+    narrow = [free_form_mask(h, w, gen(s)) for s in range(12)]
+    for mask in wide:
+        assert_valid_mask(mask, h, w)
+        assert 0.15 <= mask.mean().item() <= 0.4
+    assert np.mean([kept_after_erosion(m) for m in wide]) > 2 * np.mean([kept_after_erosion(m) for m in narrow])
 
 
 def test_train_inpaint_mask_mixes_free_form_and_boxes():

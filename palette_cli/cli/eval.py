@@ -13,7 +13,7 @@ from .options import DeviceOpt, DtypeOpt, SamplerOpt
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
 # `palette --help` does not import torch.
-MaskMode = Literal["center", "free-form", "box", "train"]
+MaskMode = Literal["center", "free-form", "box", "wide", "train"]
 Side = Literal["left", "right", "top", "bottom", "all", "random"]
 Refine = Literal["auto", "exemplar", "sdedit", "off"]
 

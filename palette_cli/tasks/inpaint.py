@@ -36,11 +36,14 @@ _MIN_VERTEX, _MAX_VERTEX = 4, 12
 _MEAN_ANGLE = 2 * math.pi / 5
 _ANGLE_RANGE = 2 * math.pi / 15
 _MIN_WIDTH, _MAX_WIDTH = 12, 40
+# LaMa's wide masks (Suvorov et al. 2022): strokes up to 100 px wide at 256 px, holes up to 40%.
+_WIDE_MIN_WIDTH, _WIDE_MAX_WIDTH = 40, 100
+_WIDE_MIN_AREA, _WIDE_MAX_AREA = 0.15, 0.4
 
 # Bounds that keep the area-controlled samplers terminating.
 _BOX_ATTEMPTS = 50
 _STROKE_ATTEMPTS = 30
-_TRAIN_MIN_AREA, _TRAIN_MAX_AREA = 0.1, 0.3
+_TRAIN_MIN_AREA, _TRAIN_MAX_AREA = 0.1, 0.3  # narrow strokes and boxes
 
 
 
@@ -77,8 +80,10 @@ def _pil_to_mask(image: Image.Image) -> Tensor:
     return torch.from_numpy((np.asarray(image) > 0).astype(np.float32))[None]
 
 
-def _draw_stroke(canvas: Image.Image, generator: torch.Generator) -> None:
-    """Draw one free-form brush stroke (Yu et al. 2019, Algorithm 1) onto an 'L' canvas."""
+def _draw_stroke(canvas: Image.Image, generator: torch.Generator,
+                 widths: tuple[float, float] = (_MIN_WIDTH, _MAX_WIDTH)) -> None:
+    """Draw one free-form brush stroke (Yu et al. 2019, Algorithm 1) onto an 'L' canvas, its width
+    drawn from `widths` (px at 256 px, scaled with min(h, w))."""
     w, h = canvas.size
     scale = min(h, w) / _REF_SIZE
     # DeepFill's radius is diag/8 on square images; min(h, w) keeps strokes alike across sizes.
@@ -97,7 +102,7 @@ def _draw_stroke(canvas: Image.Image, generator: torch.Generator) -> None:
         vertices.append(
             (min(max(px + r * math.cos(angle), 0.0), w), min(max(py + r * math.sin(angle), 0.0), h))
         )
-    width = max(int(_uniform(generator, _MIN_WIDTH * scale, _MAX_WIDTH * scale)), 1)
+    width = max(int(_uniform(generator, widths[0] * scale, widths[1] * scale)), 1)
     draw = ImageDraw.Draw(canvas)
     draw.line(vertices, fill=255, width=width)
     # Discs at the vertices give the round joints of the paper.
@@ -168,28 +173,43 @@ def random_box_mask(
     return _closest_single_box(h, w, generator, _uniform(generator, min_area, max_area))
 
 
-def _area_bounded_free_form(h: int, w: int, generator: torch.Generator) -> Tensor | None:
-    """Add strokes (dropping any that overshoot) until the area is in the training range, or None."""
+def _area_bounded_free_form(h: int, w: int, generator: torch.Generator,
+                            widths: tuple[float, float] = (_MIN_WIDTH, _MAX_WIDTH),
+                            area_range: tuple[float, float] = (_TRAIN_MIN_AREA, _TRAIN_MAX_AREA)) -> Tensor | None:
+    """Add strokes (dropping any that overshoot) until the area is in `area_range`, or None."""
     canvas = Image.new("L", (w, h), 0)
     for _ in range(_STROKE_ATTEMPTS):
         candidate = canvas.copy()
-        _draw_stroke(candidate, generator)
+        _draw_stroke(candidate, generator, widths)
         area = float((np.asarray(candidate) > 0).mean())
-        if area > _TRAIN_MAX_AREA:
+        if area > area_range[1]:
             continue  # this stroke overshoots: drop it and try another
         canvas = candidate
-        if area >= _TRAIN_MIN_AREA:
+        if area >= area_range[0]:
             return _pil_to_mask(_random_flip(canvas, generator))
     return None
 
 
-def train_inpaint_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
-    """Training inpainting mask: free-form 60%, random boxes 40%, area within 10-30%."""
+def wide_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
+    """LaMa's wide mask: strokes 40-100 px wide (at 256 px) covering 15-40% of the image; a box of
+    that area where the strokes cannot reach it."""
     check_mask_size(h, w)
-    if _uniform(generator, 0.0, 1.0) < 0.6:
+    mask = _area_bounded_free_form(h, w, generator, (_WIDE_MIN_WIDTH, _WIDE_MAX_WIDTH),
+                                   (_WIDE_MIN_AREA, _WIDE_MAX_AREA))
+    return mask if mask is not None else random_box_mask(h, w, generator, _WIDE_MIN_AREA, _WIDE_MAX_AREA)
+
+
+def train_inpaint_mask(h: int, w: int, generator: torch.Generator) -> Tensor:
+    """Training inpainting mask: narrow free-form strokes 40% (area 10-30%), LaMa's wide strokes 30%
+    (15-40%), random boxes 30% (10-30%)."""
+    check_mask_size(h, w)
+    u = _uniform(generator, 0.0, 1.0)
+    if u < 0.4:
         mask = _area_bounded_free_form(h, w, generator)
         if mask is not None:
             return mask
+    elif u < 0.7:
+        return wide_mask(h, w, generator)
     return random_box_mask(h, w, generator, _TRAIN_MIN_AREA, _TRAIN_MAX_AREA)
 
 
@@ -199,6 +219,7 @@ EVAL_MASKS = {
     "center": lambda h, w, g: center_mask(h, w),
     "free-form": free_form_mask,
     "box": random_box_mask,
+    "wide": wide_mask,
     "train": train_inpaint_mask,
 }
 EVAL_MASK_MODES = tuple(EVAL_MASKS)
