@@ -2,6 +2,7 @@
 
     python benchmarks/diversity.py PHOTOS --model colorize --image-size 256 -n 4 \
         --setting ddim:2 --setting ddim:8 --setting ddpm:8 [--limit 40] [--labels LABELS.tsv] [--json out.json]
+    python benchmarks/diversity.py PHOTOS --model uncrop --task uncrop -n 4 [--refine off]
 
 For each `sampler:steps[:guidance]` setting it restores every photo `-n` times through the same path
 as `palette eval` (the task's degradation, then the model) and prints one line: the mean pairwise
@@ -30,7 +31,7 @@ def parse_setting(text: str) -> dict:
 
 def measure(model, data: str, task: str, setting: dict, args: argparse.Namespace) -> dict:
     settings = EvalSettings(task=task, num_samples=args.num_samples, image_size=args.image_size,
-                            limit=args.limit, seed=args.seed, labels=args.labels, **setting)
+                            limit=args.limit, seed=args.seed, labels=args.labels, refine=args.refine, **setting)
     report = evaluate(model, data, settings).report
     feats, mean = report["features"], report["mean"]
     return {**setting, "abs_diff": report["diversity"]["mean_abs_diff"], "ms_ssim": report["diversity"]["mean"],
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--labels", default=None, help="file<TAB>ImageNet class per line; default: from nXXXXXXXX_ names")
+    ap.add_argument("--refine", default="auto", choices=("auto", "off"),
+                    help="inpaint/uncrop: the default fill (auto: exemplar completion) or the model's own (off)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args()
     if args.num_samples < 2:

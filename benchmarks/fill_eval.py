@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--guide", action="append", default=[],
                         help="more guides for the exemplar rows (uncrop): mirror, mix:A (A x mirror + (1 - A) x "
                              "the model's sample), blur:F (the mirror fill averaged over F x F pixel blocks)")
+    parser.add_argument("--start", default=None, metavar="mirror:S",
+                        help="(uncrop) sample the model from the mirror fill noised to strength S (SDEdit) instead of "
+                             "from pure noise")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model or args.task, device="cpu")
@@ -120,7 +123,13 @@ def main() -> None:
         cond, mask = module.degrade(target, degrade_generator(args.seed, index), **OPTIONS[args.task])
         photo, options = module.full_size_input(target, cond, mask, **OPTIONS[args.task])
         prep = prepare(model, args.task, photo, seed=args.seed, **options)
-        samples = restore_tensors(model, prep.cond, prep.mask, sampling=sampling, seed=args.seed, views=prep.view)
+        if args.start:
+            strength = float(args.start.partition(":")[2])
+            init = torch.stack([mirror_fill(c, m) for c, m in zip(prep.cond, prep.mask)])
+            samples = restore_tensors(model, prep.cond, prep.mask, sampling=resolve_sampling(
+                model, strength=strength, refine="off"), seed=args.seed, views=prep.view, init=init)
+        else:
+            samples = restore_tensors(model, prep.cond, prep.mask, sampling=sampling, seed=args.seed, views=prep.view)
         region, hole = module.fill_region(prep)
         fills = {"model": (samples, 0.0, None)}
         guides = [("", samples[0, 0])] + [(f" ({spec} guide)", extra_guide(spec, region, hole, samples[0, 0]))
@@ -152,7 +161,8 @@ def main() -> None:
     labels = torch.tensor(image_labels([f.name for f in files], None))
     truth = features.extract(torch.stack(truths), network=network)
     print(f"{args.task}: {len(files)} photo(s) of {args.photos.name} at {args.image_size} px, model "
-          f"{args.model or args.task}, seed {args.seed}, {args.threads} thread(s)")
+          f"{args.model or args.task}, seed {args.seed}, {args.threads} thread(s)"
+          + (f", sampled from {args.start}" if args.start else ""))
     print(f"{'fill':44} {'FD':>7} {'CA':>6} {'detail':>7} {'repeat':>7} {'visible':>7} {'s/photo':>8}")
     for name, images_ in outputs.items():
         feats = features.extract(torch.stack(images_), network=network)

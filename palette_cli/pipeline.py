@@ -179,7 +179,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
                     steps: int | None = None, strength: float | None = None, seed: int = 0,
                     batch_size: int | None = None, callback: Callback | None = None,
                     views: torch.Tensor | None = None, condition: dict[str, torch.Tensor] | None = None,
-                    first_sample: int = 0) -> torch.Tensor:
+                    first_sample: int = 0, init: torch.Tensor | None = None) -> torch.Tensor:
     """cond (B,3,H,W) in [-1,1] at the model's resolution, mask (B,1,H,W) (1 = generate) or None.
     Returns (B, num_samples, 3, H, W) in [-1,1]: samples first_sample .. first_sample + num_samples - 1.
     Sample k of every input uses seeds.generator(seed, k), so a photo's sample k does not depend on
@@ -187,7 +187,8 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     batch. callback(done, total) counts sampling steps over all batches. `sampling` (or, when it is
     None, sampler/steps/strength resolved by `resolve_sampling`) says how to sample. `views`
     (B, 3, V, V) are what the model's frozen encoder sees, one per input (required when it has one);
-    `condition` holds other network inputs, B first: colour `hints` and a `reference` (tasks/colour_controls.py)."""
+    `condition` holds other network inputs, B first: colour `hints` and a `reference` (tasks/colour_controls.py).
+    `init` (B,3,H,W), with a strength below 1, is the image the sampler starts from noised instead of `cond`."""
     _check_batch(model, cond, mask, num_samples)
     sampling = sampling or resolve_sampling(model, sampler, steps, strength)
     batch_size = batch_size or auto_batch_size(model)
@@ -212,6 +213,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
     n = b * num_samples
     flat_cond = cond.float().repeat_interleave(num_samples, dim=0)
     flat_mask = None if mask is None else mask.float().repeat_interleave(num_samples, dim=0)
+    flat_init = None if init is None else init.float().repeat_interleave(num_samples, dim=0)
     sample_index = [first_sample + i % num_samples for i in range(n)]
     total = math.ceil(n / batch_size) * sampling.steps
     out = []
@@ -226,7 +228,7 @@ def restore_tensors(model: PaletteModel, cond: torch.Tensor, mask: torch.Tensor 
             steps=sampling.steps, generators=[seeds.generator(seed, k) for k in sample_index[start:end]],
             mask=None if flat_mask is None else flat_mask[start:end].to(model.device),
             objective=config.objective, residual=config.residual, strength=sampling.strength,
-            callback=step_callback)
+            callback=step_callback, init=None if flat_init is None else flat_init[start:end].to(model.device))
         out.append(x.float().to(cond.device))
     return torch.cat(out).reshape(b, num_samples, 3, h, w)
 

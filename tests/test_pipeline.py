@@ -76,6 +76,21 @@ def test_known_pixels_are_kept_with_a_mask(model, cond):
         assert not torch.equal(out[:, k][~known], cond[~known])
 
 
+def test_init_is_where_a_partial_strength_starts(model, cond):
+    """`init` replaces the source as the noised start (SDEdit), for every one of a photo's samples."""
+    mask = inpaint.center_mask(32, 32).expand(2, 1, 32, 32).contiguous()
+    hole = mask.expand(2, 3, 32, 32) == 1
+    init = cond[:2].flip(-1)  # something other than the source inside the hole
+    plain = pipeline.restore_tensors(model, cond[:2], mask, num_samples=2, strength=0.05, steps=1, seed=3)
+    started = pipeline.restore_tensors(model, cond[:2], mask, num_samples=2, strength=0.05, steps=1, seed=3,
+                                       init=init)
+    assert (started[:, 0] - init)[hole].abs().mean() < (plain[:, 0] - init)[hole].abs().mean() - 0.05
+    assert (started[:, 1] - init)[hole].abs().mean() < (plain[:, 1] - init)[hole].abs().mean() - 0.05
+    assert torch.equal(started[:, 0][~hole], cond[:2][~hole])  # known pixels stay the source's
+    assert torch.equal(pipeline.restore_tensors(model, cond[:2], mask, seed=3, init=init),
+                       pipeline.restore_tensors(model, cond[:2], mask, seed=3))  # pure noise: init unused
+
+
 def test_callback_counts_steps_over_all_batches(model, cond):
     calls = []
     pipeline.restore_tensors(model, cond, num_samples=3, batch_size=4, steps=2,
