@@ -38,10 +38,15 @@ def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
         raise PaletteError(f"{path}: unreadable image ({detail})") from None
 
 
-def check_images(paths: Sequence[Path], warn: Warn | None = None) -> tuple[list[Path], list[Path]]:
-    """Split paths into images that decode and ones that do not, warning once per bad file."""
+def check_images(paths: Sequence[Path], warn: Warn | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[list[Path], list[Path]]:
+    """Split paths into images that decode and ones that do not, warning once per bad file.
+
+    `progress(done, total)` is called every 500 files and once at the end (a long list takes minutes)."""
     good, bad = [], []
-    for path in paths:
+    for i, path in enumerate(paths):
+        if progress is not None and i % 500 == 0:
+            progress(i, len(paths))
         try:
             load_rgb(path, draft=64)
         except PaletteError as err:
@@ -50,6 +55,8 @@ def check_images(paths: Sequence[Path], warn: Warn | None = None) -> tuple[list[
                 warn(f"skipping {err}")
         else:
             good.append(path)
+    if progress is not None:
+        progress(len(paths), len(paths))
     return good, bad
 
 

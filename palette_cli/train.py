@@ -67,9 +67,9 @@ CACHE_KEY = "feature_cache"  # state.pt's record of a run's feature cache
 class TrainEvent:
     """What the loop reports to its callback (on rank 0 only)."""
 
-    kind: str  # "start", "warning", "cache", "step", "log", "save", "sample"
-    step: int  # optimizer steps done (a "cache" event: views computed)
-    total: int  # steps of the run (a "cache" event: views to compute)
+    kind: str  # "check", "start", "warning", "cache", "step", "log", "save", "sample"
+    step: int  # optimizer steps done (a "check" event: images decoded; a "cache" event: views computed)
+    total: int  # steps of the run (a "check" event: images listed; a "cache" event: views to compute)
     message: str = ""  # a "cache" event: the cache folder
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -256,7 +256,8 @@ class _Trainer:
         if not paths:
             raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
         self.data_names = [Path(p).name for p in data]
-        good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)))
+        good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)),
+                                          progress=lambda done, total: self.emit(TrainEvent("check", done, total)))
         self.images = len(good)
         self.conditioner = Conditioner(self.model_config, c, self.d.device, self.d.rank, self.d.world,
                                        cached=source is not None, head=self.head)

@@ -102,7 +102,8 @@ def _setup(data: Sequence[str | os.PathLike], run_dir: Path, config: HeadTrainCo
     paths = training_images(data)
     if not paths:
         raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
-    good, skipped = check_images(paths, warn=lambda m: emit(TrainEvent("warning", 0, config.steps, m)))
+    good, skipped = check_images(paths, warn=lambda m: emit(TrainEvent("warning", 0, config.steps, m)),
+                                 progress=lambda done, total: emit(TrainEvent("check", done, total)))
     readable = set(good)
     photos = [(p, Path(arg).name) for arg in data for p in training_images([arg]) if p in readable]
     build(source, photos, config.seed, device,

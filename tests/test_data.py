@@ -74,6 +74,15 @@ def test_check_images_skips_unreadable_files_with_one_warning_each(folder: Path)
     assert any("truncated.jpg" in w for w in warnings)
 
 
+def test_check_images_reports_progress_through_a_long_list(folder: Path) -> None:
+    (folder / "garbage.png").write_bytes(b"this is not a png at all")
+    paths = [folder / "a.png"] * 1100 + [folder / "garbage.png"]
+    calls: list[tuple[int, int]] = []
+    good, bad = check_images(paths, progress=lambda done, total: calls.append((done, total)))
+    assert len(good) == 1100 and [p.name for p in bad] == ["garbage.png"]
+    assert calls == [(0, 1101), (500, 1101), (1000, 1101), (1101, 1101)]
+
+
 def test_load_rgb_applies_exif_orientation(tmp_path: Path) -> None:
     img = Image.open(KODAK[0]).convert("RGB")  # 96x64 landscape
     exif = Image.Exif()

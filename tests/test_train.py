@@ -206,6 +206,10 @@ def test_unreadable_images_are_skipped_and_counted(photos: Path, tmp_path: Path)
     res = T.train([photos], tmp_path / "run2", tiny(steps=1), callback=events.append)
     assert sorted(p.name for p in res.skipped) == ["broken.png", "cut.jpg"] and res.images == 3
     assert sum(e.kind == "warning" for e in events) == 2
+    kinds = [e.kind for e in events]
+    checks = [(e.step, e.total) for e in events if e.kind == "check"]
+    assert checks[0] == (0, 5) and checks[-1] == (5, 5)  # every listed file decoded once, before the first step
+    assert max(i for i, k in enumerate(kinds) if k == "check") < kinds.index("start")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(photos: Path, tmp_path: Path) -> None:

@@ -177,6 +177,20 @@ class _Display:
         self.cache = Progress(TextColumn("[bold]features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                               TextColumn("eta"), TimeRemainingColumn(), console=err, disable=not chatty)
         self.cache_bar: Any = None
+        self.check = Progress(TextColumn("[bold]checking images"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=err, disable=not chatty, transient=True)
+        self.check_bar: Any = None
+
+    def _check(self, event: Any) -> None:
+        """Decoding every listed image once before the first step: a bar for long lists (minutes on 100k)."""
+        if self.check_bar is None and event.step < event.total and event.total >= 2000:
+            self.check.start()
+            self.check_bar = self.check.add_task("check", total=event.total)
+        if self.check_bar is not None:
+            self.check.update(self.check_bar, completed=event.step)
+            if event.step >= event.total:
+                self.check.stop()
+                self.check_bar = None
 
     def _cache(self, event: Any) -> None:
         """The feature cache's progress: views computed of those it lacked."""
@@ -191,7 +205,9 @@ class _Display:
                 self.cache.stop()
 
     def __call__(self, event: Any) -> None:
-        if event.kind == "cache":
+        if event.kind == "check":
+            self._check(event)
+        elif event.kind == "cache":
             self._cache(event)
         elif event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
@@ -208,7 +224,7 @@ class _Display:
 
     def stop(self) -> None:
         """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
-        for progress in (self.cache, self.progress):
+        for progress in (self.check, self.cache, self.progress):
             if progress.live.is_started:
                 progress.stop()
 
