@@ -65,6 +65,25 @@ def detail_ratio(image: torch.Tensor, fill: torch.Tensor, around: torch.Tensor) 
     return float(lap[inside].mean() / lap[outside].mean())
 
 
+def seam_step(image: torch.Tensor, fill: torch.Tensor, width: int = 4, flat: float = 3.0) -> float:
+    """The tone step at a fill's border where it shows, in levels of 255: along the border, the mean of the
+    known pixels within `width` minus the mean of the fill's within `width` ((2 width + 1)^2 box means),
+    in absolute value, averaged over the channels and the border pixels whose known side is flat (its
+    pixels' standard deviation under `flat` levels: sky, walls; on texture a step hides). NaN if none is."""
+    def local(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        w = m.float()[None, None]
+        total = F.avg_pool2d(x[None] * w, 2 * width + 1, stride=1, padding=width, count_include_pad=False)
+        count = F.avg_pool2d(w, 2 * width + 1, stride=1, padding=width, count_include_pad=False)
+        return (total / count.clamp(min=1e-6))[0]
+    border = fill & grow(~fill, 1)
+    inside, outside = fill & grow(~fill, width), ~fill & grow(fill, width)
+    known_mean = local(outside, image)
+    spread = (local(outside, image.square()) - known_mean.square()).clamp(min=0).sqrt().mean(0) * 127.5
+    step = (known_mean - local(inside, image)).abs().mean(0)
+    where = border & (spread < flat)
+    return float(step[where].mean() * 127.5) if bool(where.any()) else float("nan")
+
+
 def inpaint_case(photo: torch.Tensor) -> dict:
     """The centred box, the regions scored, and the restore options."""
     _, h, w = photo.shape

@@ -18,7 +18,9 @@ ground truths, CA (top-1 on labelled photos, from `nXXXXXXXX_` names; none other
 |Laplacian| of the luminance in the hole over the known pixels' (benchmarks/fill_detail.py); repetition
 (exemplar rows): the share of hole pixels copied from a source patch used more than twice, and
 (visible) from a textured one (luminance std of 4/255 or more: a reused patch of sky or wall looks the
-same anywhere) (metrics.repetition). Seconds are the fill's own CPU seconds per photo
+same anywhere) (metrics.repetition); seam: the tone step across the fill's border where the photo's side is
+flat, in levels of 255, with the ground truths' own in the header (fill_detail.seam_step). `--start mirror:S`
+samples uncrop's model from the mirror fill noised to strength S. Seconds are the fill's own CPU seconds per photo
 (process time: on one thread, its wall time on an idle core; other load does not change it).
 """
 
@@ -42,7 +44,7 @@ from palette_cli.images import to_tensor  # noqa: E402
 from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fill_detail import detail_ratio, grow  # noqa: E402
+from fill_detail import detail_ratio, grow, seam_step  # noqa: E402
 
 OPTIONS = {"inpaint": {"mask_mode": "center"}, "uncrop": {"side": "right"}}
 
@@ -147,6 +149,7 @@ def main() -> None:
             outputs.setdefault(name, []).append(out)
             extra.setdefault(f"{name}/s", []).append(seconds)
             extra.setdefault(f"{name}/detail", []).append(detail_ratio(out, mask[0] > 0.5, ~grow(mask[0] > 0.5, 0)))
+            extra.setdefault(f"{name}/seam", []).append(seam_step(out, mask[0] > 0.5))
             if repeated is not None:
                 extra.setdefault(f"{name}/repetition", []).append(repeated[0])
                 extra.setdefault(f"{name}/textured", []).append(repeated[1])
@@ -156,6 +159,8 @@ def main() -> None:
             out = metrics.quantize(fill)
             outputs.setdefault(name, []).append(out)
             extra.setdefault(f"{name}/detail", []).append(detail_ratio(out, mask[0] > 0.5, ~grow(mask[0] > 0.5, 0)))
+            extra.setdefault(f"{name}/seam", []).append(seam_step(out, mask[0] > 0.5))
+        extra.setdefault("truth/seam", []).append(seam_step(metrics.quantize(target), mask[0] > 0.5))
         truths.append(target)
     network = features.load()
     labels = torch.tensor(image_labels([f.name for f in files], None))
@@ -163,7 +168,11 @@ def main() -> None:
     print(f"{args.task}: {len(files)} photo(s) of {args.photos.name} at {args.image_size} px, model "
           f"{args.model or args.task}, seed {args.seed}, {args.threads} thread(s)"
           + (f", sampled from {args.start}" if args.start else ""))
-    print(f"{'fill':44} {'FD':>7} {'CA':>6} {'detail':>7} {'repeat':>7} {'visible':>7} {'s/photo':>8}")
+    for key, values in extra.items():  # the seam of a photo with no flat border counts nowhere
+        extra[key] = [v for v in values if v == v] or [float("nan")]
+    truth_seam = sum(extra["truth/seam"]) / len(extra["truth/seam"])
+    print(f"{'fill':44} {'FD':>7} {'CA':>6} {'detail':>7} {'repeat':>7} {'visible':>7} {'s/photo':>8} "
+          f"{'seam':>6} (the photos' own: {truth_seam:.2f})")
     for name, images_ in outputs.items():
         feats = features.extract(torch.stack(images_), network=network)
         ca = metrics.top1(feats.logits, labels)
@@ -172,7 +181,7 @@ def main() -> None:
               f"{'-' if ca is None else f'{100 * ca:.1f}':>6} {mean['detail']:7.2f} "
               f"{'-' if 'repetition' not in mean else format(mean['repetition'], '.3f'):>7} "
               f"{'-' if 'textured' not in mean else format(mean['textured'], '.3f'):>7} "
-              f"{'-' if 's' not in mean else format(mean['s'], '.2f'):>8}", flush=True)
+              f"{'-' if 's' not in mean else format(mean['s'], '.2f'):>8} {mean['seam']:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

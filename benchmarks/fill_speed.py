@@ -1,6 +1,6 @@
 """Full-size inpaint and uncrop of one photo with the default fill: seconds, detail and repetition.
 
-    python benchmarks/fill_speed.py kodim08.png [--threads 2] [--save OUTDIR]
+    python benchmarks/fill_speed.py kodim08.png [--threads 2] [--save OUTDIR] [--set harmonise=0]
 
 The cases of issue 30's acceptance, on a 768x512 photo:
 - inpaint, a 256x192 hole in the centre (`palette inpaint kodim08.png --mask-box 256,160,256,192`);
@@ -14,7 +14,8 @@ CPU seconds over the threads used bound the wall time on an idle machine from be
 they are it). Detail: mean |Laplacian| of the luminance in the new pixels over that of the known
 pixels (uncrop: the known half; inpaint: a 64 px band around the hole), 2 px away from the seam
 (fill_detail.detail_ratio). Repetition: metrics.repetition of the completion's field, all patches and
-textured ones.
+textured ones. Seam: the tone step across the fill's border where the photo's side is flat, in levels
+of 255 (fill_detail.seam_step). `--set` changes CompletionConfig fields (comma-separated).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from palette_cli.completion import CompletionConfig, complete  # noqa: E402
 from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampling, restore_tensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fill_detail import BAND, detail_ratio, grow  # noqa: E402
+from fill_detail import BAND, detail_ratio, grow, seam_step  # noqa: E402
 
 
 def cases(w: int, h: int) -> list[tuple[str, str, dict]]:
@@ -46,7 +47,7 @@ def cases(w: int, h: int) -> list[tuple[str, str, dict]]:
             (f"uncrop {w}x{h} -> {2 * w}x{h}", "uncrop", {"side": "right", "ratio": 0.5})]
 
 
-def run(model, task: str, path: Path, options: dict):
+def run(model, task: str, path: Path, options: dict, config: CompletionConfig = CompletionConfig()):
     """One full restore with the default fill: the output, its completion, wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
     prep = prepare(model, task, path, seed=0, **options)
@@ -54,7 +55,7 @@ def run(model, task: str, path: Path, options: dict):
                               views=prep.view)
     region, mask = tasks.get(task).fill_region(prep)
     done = complete(region, mask, samples[0, 0], generator=seeds.stream(0, "refine", 1, 0),
-                    config=completion_for(task, CompletionConfig()))  # the task's default guide weight
+                    config=completion_for(task, config))  # the task's default guide weight unless set
     out = finish(prep, done.image[None, None])[0]
     return out, done, region, mask, time.perf_counter() - wall, time.process_time() - cpu
 
@@ -64,15 +65,20 @@ def main() -> None:
     parser.add_argument("photo", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", type=Path, default=None)
+    parser.add_argument("--set", default="", help="CompletionConfig fields, e.g. harmonise=0")
     args = parser.parse_args()
+    default = CompletionConfig()
+    fields = dict(kv.split("=") for kv in args.set.split(",") if kv)
+    config = CompletionConfig(**{k: (float if getattr(default, k) is None else type(getattr(default, k)))(v)
+                                 for k, v in fields.items()})
     torch.set_num_threads(args.threads)
     w, h = images.load_photo(args.photo).size
     models = {task: load_model(task, device="cpu") for task in ("inpaint", "uncrop")}
     print(f"{args.photo.name} ({w}x{h}), {args.threads} thread(s); seconds after a warm-up run of each case")
-    print(f"{'case':34} {'wall s':>7} {'CPU s':>7} {'detail':>7} {'repeat':>7} {'visible':>7}")
+    print(f"{'case':34} {'wall s':>7} {'CPU s':>7} {'detail':>7} {'repeat':>7} {'visible':>7} {'seam':>6}")
     for name, task, options in cases(w, h):
-        run(models[task], task, args.photo, options)  # warm-up: first calls allocate and load the encoder
-        out, done, region, mask, wall, cpu = run(models[task], task, args.photo, options)
+        run(models[task], task, args.photo, options, config)  # warm-up: first calls allocate and load the encoder
+        out, done, region, mask, wall, cpu = run(models[task], task, args.photo, options, config)
         x = images.to_tensor(out.convert("RGB"))
         if task == "uncrop":
             fill = torch.zeros(x.shape[-2:], dtype=torch.bool)
@@ -82,8 +88,8 @@ def main() -> None:
             fill = images.box_mask(h, w, options["mask_box"])[0] > 0
             around = grow(fill, BAND) & ~fill
         print(f"{name:34} {wall:7.2f} {cpu:7.2f} {detail_ratio(x, fill, around):7.2f} "
-              f"{metrics.repetition(done.source, mask):7.3f} {metrics.repetition(done.source, mask, image=region):7.3f}",
-              flush=True)
+              f"{metrics.repetition(done.source, mask):7.3f} {metrics.repetition(done.source, mask, image=region):7.3f} "
+              f"{seam_step(x, fill):6.2f}", flush=True)
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
             out.save(args.save / f"{args.photo.stem}.{name.split()[0]}.{name.split()[1]}.png")

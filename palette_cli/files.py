@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import tasks
 from .errors import PaletteError
+from .settings import SettingsError
 
 _GLOB_CHARS = "*?["
 
@@ -159,8 +160,26 @@ def evaluation_images(data: str | os.PathLike, limit: int | None = None) -> list
     return found
 
 
+def output_file(output: Path | None) -> Path | None:
+    """`output` when it names one output file rather than a folder: a `.png` name that is not a folder.
+
+    Outputs are PNG (with their settings in its text chunks), so another image name is refused rather
+    than made a folder of that name."""
+    if output is None or output.is_dir():
+        return None
+    suffix = output.suffix.lower()
+    if suffix == ".png":
+        return output
+    if suffix in image_suffixes():
+        raise SettingsError(f"-o {output}: outputs are PNG; name a .png file (one input, -n 1) or a folder")
+    return None
+
+
 def output_paths(item: InputFile, task: str, num_samples: int, output_dir: Path | None) -> list[Path]:
-    """`OUTDIR/<relative dir>/<stem>.<task>.<i>.png`, or beside the input without an output folder."""
+    """`OUTDIR/<relative dir>/<stem>.<task>.<i>.png`, or beside the input without an output folder; `OUT.png`
+    itself when the output names a file (`output_file`)."""
+    if output_file(output_dir) is not None:
+        return [output_dir]
     folder = item.path.parent if output_dir is None else output_dir / item.relative.parent
     return [folder / f"{item.path.stem}.{task}.{i}.png" for i in range(num_samples)]
 
@@ -181,6 +200,10 @@ def plan(items: Iterable[InputFile], task: str, num_samples: int, output_dir: Pa
     An input is refused when its outputs would clash with another input's, overwrite an input, or
     exist already (unless `skip_existing` or `overwrite`)."""
     items = list(items)
+    if output_file(output_dir) is not None and (len(items) > 1 or num_samples > 1):
+        what = f"{len(items)} inputs" if len(items) > 1 else f"-n {num_samples}"
+        raise SettingsError(f"-o {output_dir}: a .png name takes one input and one sample, not {what}; "
+                            f"give a folder instead")
     input_keys = {item.path.resolve() for item in items}
     claimed: dict[Path, Path] = {}
     jobs, skipped, problems = [], 0, []

@@ -87,6 +87,7 @@ def restore_files(settings: RestoreSettings | str, inputs: Iterable[str | os.Pat
     `settings`: a `RestoreSettings`, or a task name with its fields as keyword `options`
     (`restore_files("jpeg", paths, quality=10)`; options a task registered outside palette takes go
     to `RestoreSettings.extra`). Outputs are `OUTDIR/<path below the folder>/NAME.TASK.K.png`.
+    `output` may instead name the output file, `NAME.png`, for one input and one sample.
     Existing outputs refuse their input unless `skip_existing` (keep them) or `overwrite`. `model`: a
     built-in name, folder, Hub id or a loaded model; by default the built-in model of the task, never
     a folder of that name. inpaint's `mask` may be a mask file or a folder of masks named like the
@@ -106,7 +107,7 @@ def restore_files(settings: RestoreSettings | str, inputs: Iterable[str | os.Pat
     for message in problems + refused:
         _fail(report, notify, message)
     if jobs:
-        _make_folder(out_dir)
+        _make_folder(out_dir if files.output_file(out_dir) is None else out_dir.parent)
         loaded, sampling, precision = _load(model, settings)
         notify(Event("files", total=len(jobs)))
         run = _Run(loaded, sampling, settings, report, notify)

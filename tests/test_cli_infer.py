@@ -258,6 +258,27 @@ def test_existing_outputs_skip_overwrite_or_refuse(photos, tmp_path, tiny_model_
     assert palette(*args, "--overwrite", "--skip-existing").exit_code == 2
 
 
+def test_output_may_name_the_file_for_one_input_and_one_sample(photos, tmp_path, tiny_model_dir):
+    photo, target = photos / "kodim23-96.png", tmp_path / "new" / "restored.png"
+    result = palette("colorize", photo, "-o", target, "--model", tiny_model_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [line["output"] for line in json_lines(result)] == [str(target)]
+    with Image.open(target) as im:
+        assert im.format == "PNG" and im.size == (96, 64) and json.loads(im.text["palette"])["task"] == "colorize"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["restored.png"]
+    again = palette("colorize", photo, "-o", target, "--model", tiny_model_dir)
+    assert again.exit_code == 1 and f"{target}: already exists" in again.stderr
+    for extra, why in ((["-n", 2], "not -n 2"), ([photos / "kodim03-96.png"], "not 2 inputs")):
+        refused = palette("colorize", photo, *extra, "-o", tmp_path / "two.png", "--model", tiny_model_dir)
+        assert refused.exit_code == 2 and why in refused.stderr and len(refused.stderr.splitlines()) == 1
+    jpeg = palette("colorize", photo, "-o", tmp_path / "out.jpg", "--model", tiny_model_dir)
+    assert jpeg.exit_code == 2 and "outputs are PNG" in jpeg.stderr
+    assert not (tmp_path / "two.png").exists() and not (tmp_path / "out.jpg").exists()
+    (tmp_path / "folder.png").mkdir()  # an existing folder stays a folder, whatever its name
+    assert palette("colorize", photo, "-o", tmp_path / "folder.png", "--model", tiny_model_dir).exit_code == 0
+    assert [p.name for p in (tmp_path / "folder.png").iterdir()] == ["kodim23-96.colorize.0.png"]
+
+
 def test_two_inputs_that_would_share_an_output(tmp_path, tiny_model_dir):
     shutil.copy(PHOTOS[0], tmp_path / "same.png")
     Image.open(PHOTOS[1]).save(tmp_path / "same.bmp")

@@ -73,7 +73,9 @@ def test_completion_rebuilds_a_copied_piece_from_its_original():
     x[:, 20:44, 60:84] = x[:, 20:44, 8:32]
     mask = hole(20, 60, 24, 24)
     region = x * (1 - mask)  # the copy is gone; the guide (what a model would have drawn) still shows it
-    out = complete(region, mask, x, generator=gen())
+    # The matching and voting alone: the pasted piece does not fit its new surroundings, which is what
+    # harmonise (tested below) would then correct.
+    out = complete(region, mask, x, generator=gen(), config=CompletionConfig(harmonise=0))
     inner = (slice(24, 40), slice(64, 80))
     error = (out.image[:, inner[0], inner[1]] - x[:, inner[0], inner[1]]).abs()
     assert (error < 1 / 255).float().mean() > 0.95 and error.max() < 0.02  # the copy, to within rounding
@@ -92,6 +94,38 @@ def test_known_pixels_are_kept_exactly_and_the_hole_is_filled_from_the_photo():
     assert filled.isfinite().all() and filled.std() > 0.05  # texture, not a flat colour
     # every hole pixel's patch centre is copied from a known pixel outside the hole
     assert (mask[0].flatten()[out.source[16:46, 30:70].flatten()] == 0).all()
+
+
+def brighter_twin(step: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The photo beside itself brightened by `step`, a hole in the bright twin filled by copying the dark
+    original (as a completion copies a patch of another tone): (truth, filled, hole, source field)."""
+    x = photo() * 0.45  # room above it for the brighter twin
+    truth = torch.cat([x, x + step], -1)  # 64 x 192
+    hole = torch.zeros(64, 192, dtype=torch.bool)
+    hole[12:52, 120:160] = True
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(192), indexing="ij")
+    source = torch.where(hole, ys * 192 + xs - 96, ys * 192 + xs)
+    filled = torch.where(hole, truth.flatten(1)[:, source.flatten()].view(3, 64, 192), truth)
+    return truth, filled, hole, source
+
+
+def test_harmonise_closes_a_copys_tone_step_and_keeps_its_texture():
+    truth, filled, hole, source = brighter_twin(0.05)
+    out = completion.harmonise(filled, hole, source, 3, CompletionConfig().harmonise)
+    before = (filled - truth)[:, hole].abs().mean()
+    after = (out - truth)[:, hole].abs().mean()
+    assert before > 0.045 and after < 0.01, (before, after)  # the copy takes its new surroundings' tone
+    assert torch.equal(out[:, ~hole], filled[:, ~hole])  # the photo is not touched
+    shift = (out - filled)[:, hole]
+    assert shift.std() < 0.01  # a smooth shift: the copied texture is kept
+    mismatch, defined = completion.border_mismatch(filled, hole, source, 3)
+    assert defined.sum() > 0 and (mismatch[:, defined] - 0.05).abs().max() < 1e-5
+
+
+def test_harmonise_leaves_a_step_that_is_the_contents():
+    truth, filled, hole, source = brighter_twin(0.5)  # a copy next to other content, not another tone
+    out = completion.harmonise(filled, hole, source, 3, CompletionConfig().harmonise)
+    assert (out - filled)[:, hole].abs().max() < 0.05  # under a tenth of the step bleeds in (0.3 would take it)
 
 
 def test_same_seed_same_pixels_and_other_seeds_other_pixels():

@@ -87,7 +87,8 @@ class OutputOptions:
     """Where outputs go, what happens to existing ones, what is printed."""
 
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output folder (created if needed). Default: beside each input.",
+        "--output", "-o", help="Output folder (created if needed), or NAME.png for one input and one sample. "
+        "Default: beside each input.",
         show_default=False, rich_help_panel=_OUT)] = None
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Also read the subfolders of folders; outputs keep the folder structure.",
