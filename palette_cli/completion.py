@@ -378,15 +378,10 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-def _masked_mean(x: Tensor, m: Tensor, sigma: float) -> Tensor:
-    """The Gaussian-weighted mean of x over the pixels of m (H, W) around every pixel (normalised convolution)."""
-    w = m.to(x.dtype)[None]
-    return _blur(x * w, sigma) / _blur(w, sigma).clamp(min=1e-6)
-
-
 def membrane(values: Tensor, weight: Tensor) -> Tensor:
-    """(C, H, W): `values` where `weight` (H, W) is 1, a smooth interpolation elsewhere (push-pull, Gortler
-    et al. 1996): pushed down a pyramid of 2x2 sums, pulled back up with bilinear upsampling."""
+    """(C, H, W): `values` where `weight` (H, W, in [0, 1]) is 1, a smooth interpolation elsewhere (push-pull,
+    Gortler et al. 1996): pushed down a pyramid of 2x2 weighted means (a cell's weight: its children's sum,
+    at most 1), pulled back up, each level's values over the bilinear upsampling of the coarser one."""
     w = weight[None].to(values.dtype)
     pyramid = [(values * w, w)]  # (weighted mean x weight, weight) per level, the weight at most 1
     while max(pyramid[-1][1].shape[-2:]) > 1:
