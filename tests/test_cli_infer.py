@@ -363,6 +363,39 @@ def test_ctrl_c_while_torch_is_imported_exits_130_with_no_outputs(tmp_path, tiny
     assert not out.exists() or list(out.iterdir()) == []
 
 
+# Runs the real command line, noting the OpenMP wait policy in force when torch is first imported.
+_WAIT_PROBE = """
+import builtins, os, sys
+real_import = builtins.__import__
+def probe(name, *args, **kwargs):
+    if name == "torch" and "torch" not in sys.modules:
+        sys.stderr.write(f"torch imported under OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\\n")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = probe
+sys.argv = ["palette", *sys.argv[1:]]
+from palette_cli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", [["jpeg", "--quality", "30"], ["eval", "--task", "jpeg", "--limit", "1"]])
+def test_restores_let_torchs_threads_sleep_while_they_wait(command, tmp_path, tiny_model_dir):
+    """Two restores side by side on the same cores crawl while OpenMP threads spin (benchmarks/README.md)."""
+    env = {k: v for k, v in _env().items() if k != "OMP_WAIT_POLICY"}
+    target = [str(PHOTOS[0]), "-o", str(tmp_path / "out.png")] if command[0] == "jpeg" else \
+        [str(PHOTOS[0].parent), "-o", str(tmp_path / "report")]
+    args = [*command[:1], *target, *command[1:], "--model", str(tiny_model_dir), "-q"]
+    proc = subprocess.run([sys.executable, "-c", _WAIT_PROBE, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch imported under OMP_WAIT_POLICY=PASSIVE" in proc.stderr
+    chosen = subprocess.run([sys.executable, "-c", _WAIT_PROBE, *args, *(["--overwrite"] if command[0] == "jpeg"
+                                                                          else [])],
+                            capture_output=True, text=True, cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                            timeout=300)
+    assert chosen.returncode == 0 and "torch imported under OMP_WAIT_POLICY=ACTIVE" in chosen.stderr  # the user's
+
+
 def test_dpmpp_and_strength_reach_the_sampler(tmp_path, tiny_model_dir):
     from typer.testing import CliRunner
 

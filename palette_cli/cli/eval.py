@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from .common import Task, app, err, error_line, imports_done, out
+from .common import Task, app, err, error_line, imports_done, out, share_cores
 from .options import DeviceOpt, DtypeOpt, SamplerOpt
 
 # Kept in step with palette_cli.tasks / evaluate (a test checks it); spelled out here so that
@@ -65,6 +65,7 @@ def eval_command(
                                         "written.")] = False,
 ) -> None:
     """Degrade ground-truth photos, restore them, and score model and baseline on the same inputs."""
+    share_cores()
     from rich.progress import Progress
 
     from ..checkpoint import load_model

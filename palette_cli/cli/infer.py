@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from .common import app, err, error_line, fail, imports_done, out
+from .common import app, err, error_line, fail, imports_done, out, share_cores
 from .options import InputsArg, OutputOptions, RefineOpt, RunOptions, SamplingOptions, option_groups
 
 
@@ -193,6 +193,7 @@ def _settings(req: Request):
 
 def _run(req: Request) -> None:
     """Restore every input with one model; exit 1 at the end if any input failed, 2 for unusable settings."""
+    share_cores()  # first: checking the settings imports torch
     if req.outputs.skip_existing and req.outputs.overwrite:
         raise typer.BadParameter("--skip-existing and --overwrite exclude each other")
     settings = _settings(req)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import app, err, fail, imports_done, out
+from .common import app, err, fail, imports_done, out, share_cores
 from .options import RunOptions, option_groups
 
 
@@ -46,6 +46,7 @@ def ui_command(
     PNG the matching command writes. --model serves the tasks it was trained for; the built-in models
     the others. Ctrl-C or SIGTERM stops the server.
     """
+    share_cores()
     from ..errors import PaletteError
     from ..ui.restorer import Restorer
     from ..ui.server import Server, is_loopback
