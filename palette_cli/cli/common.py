@@ -80,7 +80,7 @@ def resume_interrupts() -> None:
 def share_cores() -> None:
     """Before torch is imported: its OpenMP threads sleep while they wait instead of spinning
     (OMP_WAIT_POLICY=PASSIVE, unless the user set a policy). Two `palette uncrop` runs at once on 2
-    cores took 14-99 s together spinning, 7.4 s sleeping; one run alone is about 9% slower
+    cores took 14-99 s together spinning, 7.4 s sleeping; one uncrop alone is about 9% slower
     (benchmarks/README.md). Scripts run restores side by side (`xargs -P`); a training run keeps spinning."""
     import os
 
