@@ -38,15 +38,35 @@ def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
         raise PaletteError(f"{path}: unreadable image ({detail})") from None
 
 
+Stamp = tuple[int, int]  # a file's size and modification time (ns)
+
+
+def stamp(path: Path) -> Stamp | None:
+    """(size, mtime_ns) of a file, None if it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def check_images(paths: Sequence[Path], warn: Warn | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[list[Path], list[Path]]:
+                 progress: Callable[[int, int], None] | None = None,
+                 checked: dict[str, Stamp] | None = None) -> tuple[list[Path], list[Path]]:
     """Split paths into images that decode and ones that do not, warning once per bad file.
 
-    `progress(done, total)` is called every 500 files and once at the end (a long list takes minutes)."""
+    `progress(done, total)` is called every 500 files and once at the end (a long list takes minutes).
+    `checked` maps paths (as given) to the stamp they had when they last decoded: a file with the same
+    size and modification time is not decoded again (a run's resume)."""
+    checked = checked or {}
     good, bad = [], []
     for i, path in enumerate(paths):
         if progress is not None and i % 500 == 0:
             progress(i, len(paths))
+        known = checked.get(str(path))
+        if known is not None and stamp(path) == known:
+            good.append(path)
+            continue
         try:
             load_rgb(path, draft=64)
         except PaletteError as err:

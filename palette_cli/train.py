@@ -41,7 +41,8 @@ from . import seeds, train_cache
 from . import tasks as task_modules
 from .checkpoint import build_network
 from .config import TrainConfig
-from .data import TrainingImages, check_images, validation_batch
+from .atomic import write_text
+from .data import Stamp, TrainingImages, check_images, stamp, validation_batch
 from .devices import pick_device
 from .diffusion import gammas as schedule_gammas
 from .diffusion import training_loss
@@ -209,6 +210,34 @@ def _run(data: Sequence[str | os.PathLike], run_dir: Path, config: TrainConfig, 
             dist.destroy_process_group()
 
 
+# The run's photos that decoded, with their size and modification time: a resume decodes only what changed.
+CHECKED_FILE = "checked-images.tsv"
+
+
+def read_checked(path: Path) -> dict[str, Stamp]:
+    """{photo path: (size, mtime_ns)} from a run's CHECKED_FILE; empty if there is none or it is unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    checked = {}
+    for line in lines:
+        size, mtime, name = (line.split("\t", 2) + ["", ""])[:3]
+        if size.isdigit() and mtime.isdigit() and name:
+            checked[name] = (int(size), int(mtime))
+    return checked
+
+
+def write_checked(path: Path, good: Sequence[Path]) -> None:
+    """Record the photos that decoded (atomically), for the next resume of the run."""
+    rows = []
+    for photo in good:
+        st = stamp(photo)
+        if st is not None and "\n" not in str(photo):
+            rows.append(f"{st[0]}\t{st[1]}\t{photo}\n")
+    write_text(path, "".join(rows))
+
+
 class _Trainer:
     """One run: set up once, then `run()` the loop."""
 
@@ -245,6 +274,7 @@ class _Trainer:
         if d.rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.writer.trim_metrics(self.start)
+            write_checked(run_dir / CHECKED_FILE, self.checked)
         _barrier(d)
 
     # -- setting up --
@@ -257,7 +287,9 @@ class _Trainer:
             raise PaletteError(f"no images found in {', '.join(str(p) for p in data)}")
         self.data_names = [Path(p).name for p in data]
         good, self.skipped = check_images(paths, warn=lambda m: self.emit(TrainEvent("warning", 0, c.steps, m)),
-                                          progress=lambda done, total: self.emit(TrainEvent("check", done, total)))
+                                          progress=lambda done, total: self.emit(TrainEvent("check", done, total)),
+                                          checked=read_checked(self.run_dir / CHECKED_FILE))
+        self.checked = good
         self.images = len(good)
         self.conditioner = Conditioner(self.model_config, c, self.d.device, self.d.rank, self.d.world,
                                        cached=source is not None, head=self.head)

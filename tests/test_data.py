@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from palette_cli.data import (TrainingImages, check_images, load_rgb, make_item, random_crop, to_tensor,
                               validation_batch)
+from palette_cli import data
 from palette_cli.errors import PaletteError
 from palette_cli.files import training_images
 from palette_cli.tasks.colorize import to_gray
@@ -81,6 +83,20 @@ def test_check_images_reports_progress_through_a_long_list(folder: Path) -> None
     good, bad = check_images(paths, progress=lambda done, total: calls.append((done, total)))
     assert len(good) == 1100 and [p.name for p in bad] == ["garbage.png"]
     assert calls == [(0, 1101), (500, 1101), (1000, 1101), (1101, 1101)]
+
+
+def test_check_images_trusts_a_file_whose_size_and_time_are_as_recorded(folder: Path) -> None:
+    good_file, other = folder / "a.png", folder / "B.PNG"
+    checked = {str(p): data.stamp(p) for p in (good_file, other)}
+    before = good_file.stat()  # other bytes under the same size and time: not decoded again
+    good_file.write_bytes(b"\0" * before.st_size)
+    os.utime(good_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    kept = other.stat()  # its time changed (by a second, as any write moves it): decoded, and found unreadable
+    other.write_bytes(b"\0" * kept.st_size)
+    os.utime(other, ns=(kept.st_atime_ns, kept.st_mtime_ns + 1_000_000_000))
+    good, bad = check_images([good_file, other], checked=checked)
+    assert good == [good_file] and bad == [other]
+    assert check_images([good_file])[1] == [good_file]  # without the record it is decoded
 
 
 def test_load_rgb_applies_exif_orientation(tmp_path: Path) -> None:

@@ -212,6 +212,21 @@ def test_unreadable_images_are_skipped_and_counted(photos: Path, tmp_path: Path)
     assert max(i for i, k in enumerate(kinds) if k == "check") < kinds.index("start")
 
 
+def test_a_resume_decodes_only_the_photos_that_changed(photos: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    T.train([photos], run, tiny(steps=1))
+    record = T.read_checked(run / T.CHECKED_FILE)
+    assert sorted(record) == sorted(str(p) for p in photos.iterdir())
+    changed = sorted(photos.iterdir())[0]
+    assert record[str(changed)] == (changed.stat().st_size, changed.stat().st_mtime_ns)
+    changed.write_bytes(changed.read_bytes()[:200])  # cut short: its stamp changed, so it is decoded again
+    events: list[T.TrainEvent] = []
+    result = T.resume([photos], run, {"steps": 2}, callback=events.append)
+    assert [p.name for p in result.skipped] == [changed.name] and result.images == 2 and result.step == 2
+    assert sum(e.kind == "warning" and changed.name in e.message for e in events) == 1
+    assert sorted(T.read_checked(run / T.CHECKED_FILE)) == sorted(str(p) for p in photos.iterdir() if p != changed)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(photos: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(photos), "-o", str(run), "--task", "colorize", *TINY,
