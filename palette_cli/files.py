@@ -176,10 +176,7 @@ def output_file(output: Path | None) -> Path | None:
 
 
 def output_paths(item: InputFile, task: str, num_samples: int, output_dir: Path | None) -> list[Path]:
-    """`OUTDIR/<relative dir>/<stem>.<task>.<i>.png`, or beside the input without an output folder; `OUT.png`
-    itself when the output names a file (`output_file`)."""
-    if output_file(output_dir) is not None:
-        return [output_dir]
+    """`OUTDIR/<relative dir>/<stem>.<task>.<i>.png`, or beside the input without an output folder."""
     folder = item.path.parent if output_dir is None else output_dir / item.relative.parent
     return [folder / f"{item.path.stem}.{task}.{i}.png" for i in range(num_samples)]
 
@@ -198,9 +195,11 @@ def plan(items: Iterable[InputFile], task: str, num_samples: int, output_dir: Pa
     """The jobs of a run, how many inputs are already done, and one message per input refused.
 
     An input is refused when its outputs would clash with another input's, overwrite an input, or
-    exist already (unless `skip_existing` or `overwrite`)."""
+    exist already (unless `skip_existing` or `overwrite`). An output that names a file (`output_file`)
+    is the one output of a single input and sample."""
     items = list(items)
-    if output_file(output_dir) is not None and (len(items) > 1 or num_samples > 1):
+    single = output_file(output_dir)  # `-o NAME.png`: that file is the one output
+    if single is not None and (len(items) > 1 or num_samples > 1):
         what = f"{len(items)} inputs" if len(items) > 1 else f"-n {num_samples}"
         raise SettingsError(f"-o {output_dir}: a .png name takes one input and one sample, not {what}; "
                             f"give a folder instead")
@@ -208,7 +207,7 @@ def plan(items: Iterable[InputFile], task: str, num_samples: int, output_dir: Pa
     claimed: dict[Path, Path] = {}
     jobs, skipped, problems = [], 0, []
     for item in items:
-        outputs = output_paths(item, task, num_samples, output_dir)
+        outputs = [single] if single is not None else output_paths(item, task, num_samples, output_dir)
         keys = [p.resolve() for p in outputs]
         clash = next((claimed[k] for k in keys if k in claimed), None)
         if clash is not None:
