@@ -30,8 +30,8 @@ SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def find(folder: Path) -> list[Path]:
-    """Image files under a folder, sorted, so the list is the same on every machine."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    """Image files under a folder (absolute paths, so the list works from any folder), sorted."""
+    return sorted(p.absolute() for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
 
 
 def colourfulness(rgb: np.ndarray) -> float:
