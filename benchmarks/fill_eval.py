@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--start", default=None, metavar="mirror:S",
                         help="(uncrop) sample the model from the mirror fill noised to strength S (SDEdit) instead of "
                              "from pure noise")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write one strip per photo there: the truth, then every fill in the table's order")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model or args.task, device="cpu")
@@ -162,6 +164,10 @@ def main() -> None:
             extra.setdefault(f"{name}/seam", []).append(seam_step(out, mask[0] > 0.5))
         extra.setdefault("truth/seam", []).append(seam_step(metrics.quantize(target), mask[0] > 0.5))
         truths.append(target)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            strip = torch.cat([metrics.quantize(target)] + [v[-1] for v in outputs.values()], dim=-1)
+            images.to_pil(strip).save(args.save / f"{path.stem}.png")
     network = features.load()
     labels = torch.tensor(image_labels([f.name for f in files], None))
     truth = features.extract(torch.stack(truths), network=network)
