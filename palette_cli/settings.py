@@ -63,6 +63,7 @@ class RestoreSettings:
     # uncrop
     side: str = "right"
     ratio: float = 0.5  # share of the output that is new
+    keep_frame: bool = False  # keep a scan's flat frame on the growing edges (by default it joins the new part)
     # jpeg: recompress each input at this quality first (demos, evaluation)
     quality: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # options of a task registered outside palette
@@ -79,7 +80,7 @@ class RestoreSettings:
         by_task = {"colorize": {"hints": list(self.hints) or None, "hints_image": self.hints_image,
                                 "reference": self.reference},
                    "inpaint": {"mask": self.mask, "mask_box": self.mask_box, "mask_mode": self.mask_mode},
-                   "uncrop": {"side": self.side, "ratio": self.ratio},
+                   "uncrop": {"side": self.side, "ratio": self.ratio, "keep_frame": self.keep_frame},
                    "jpeg": {"quality": self.quality}}
         options = {k: v for k, v in by_task.get(self.task, {}).items() if v is not None}
         return {**options, **self.extra}
@@ -154,6 +155,8 @@ def _check(s: RestoreSettings) -> None:
     _check_mask(s)
     _one_of("side", s.side, SIDES)
     _number("ratio", s.ratio, float, 0.01, 0.99, optional=False)
+    if not isinstance(s.keep_frame, bool):
+        raise SettingsError(f"keep_frame must be True or False, got {s.keep_frame!r}")
     _number("quality", s.quality, int, 1, 100)
 
 

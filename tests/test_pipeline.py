@@ -201,6 +201,22 @@ def test_uncrop_grows_the_canvas_and_keeps_every_pixel(model, side, size, at):
     assert np.array_equal(np.asarray(out)[top:top + 64, left:left + 96], np.asarray(img))
 
 
+def test_uncrop_fills_a_scans_frame_on_the_growing_edge(model):
+    """Kept, a scan's flat gray frame would run down the middle of the grown photo: it joins the new part (and
+    only on the edge that grows), unless keep_frame."""
+    img = photo("kodim05-96.png")
+    framed = np.asarray(img).copy()
+    framed[:, -2:] = framed[:, :2] = 99  # two flat gray lines on both sides
+    framed = Image.fromarray(framed)
+    (grown,) = pipeline.restore(model, "uncrop", framed, side="right")
+    out = np.asarray(grown)
+    assert grown.size == (192, 64)
+    assert np.array_equal(out[:, :94], np.asarray(framed)[:, :94])  # the rest, the left frame too, bit for bit
+    assert not (out[:, 94:96] == 99).all(axis=(0, 2)).any()  # no line of the right frame is left
+    (kept,) = pipeline.restore(model, "uncrop", framed, side="right", keep_frame=True)
+    assert np.array_equal(np.asarray(kept)[:, :96], np.asarray(framed))
+
+
 def test_alpha_is_reattached(model):
     img = photo().convert("RGBA")
     img.putalpha(Image.fromarray(np.tile(np.arange(96, dtype=np.uint8), (64, 1))))

@@ -18,7 +18,9 @@ DATA = Path(__file__).parent / "data"
 def test_defaults_and_the_task_options_prepare_takes():
     s = RestoreSettings("inpaint", mask_box="30,10,25,20", num_samples=3)
     assert s.mask_box == (30, 10, 25, 20) and s.task_options() == {"mask_box": (30, 10, 25, 20)}
-    assert RestoreSettings("uncrop").task_options() == {"side": "right", "ratio": 0.5}
+    assert RestoreSettings("uncrop").task_options() == {"side": "right", "ratio": 0.5, "keep_frame": False}
+    with pytest.raises(SettingsError, match="keep_frame must be True or False"):
+        RestoreSettings("uncrop", keep_frame="no")
     assert RestoreSettings("jpeg", quality=10).task_options() == {"quality": 10}
     assert RestoreSettings("blur", extra={"radius": 2}).task_options() == {"radius": 2}  # a task of one's own
 

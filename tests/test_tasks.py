@@ -150,6 +150,35 @@ def test_uncrop_rejects_bad_arguments(side, ratio):
         uncrop_mask(H, W, side, ratio)
 
 
+def framed(frame: int, ringing: int = 0, edge: str = "right") -> torch.Tensor:
+    """A real photo (96x64) with a scan's frame: `frame` flat gray lines at `edge`, then `ringing` bright lines
+    that still follow the photo a little (a scanner's sharpening overshoot)."""
+    with Image.open(Path(__file__).parent / "data" / "kodim05-96.png") as im:
+        x = images.to_tensor(im.convert("RGB"))
+    lines = {"left": x, "right": x.flip(-1), "top": x.transpose(-1, -2), "bottom": x.transpose(-1, -2).flip(-1)}[edge]
+    lines = lines.clone()
+    lines[..., :frame] = -0.22  # 99 of 255: the Kodak scans' gray
+    lines[..., frame:frame + ringing] = 0.5 + 0.3 * lines[..., frame:frame + ringing]
+    return {"left": lines, "right": lines.flip(-1), "top": lines.transpose(-1, -2),
+            "bottom": lines.flip(-1).transpose(-1, -2)}[edge]
+
+
+@pytest.mark.parametrize("edge", ["left", "right", "top", "bottom"])
+def test_a_scans_frame_is_found_on_each_edge(edge):
+    assert uncrop.frame_width(framed(2, edge=edge), edge) == 2
+    assert uncrop.frame_width(framed(1, ringing=2, edge=edge), edge) == 3
+    others = [e for e in ("left", "right", "top", "bottom") if e != edge]
+    assert [uncrop.frame_width(framed(2, edge=edge), e) for e in others] == [0, 0, 0]
+
+
+def test_flat_lines_that_are_the_picture_are_not_a_frame():
+    assert uncrop.frame_width(framed(0), "right") == 0  # the photo's own edge
+    assert uncrop.frame_width(framed(3), "right") == 0  # wider than 2% of the side (and two lines): a backdrop
+    sky = framed(0)
+    sky[:, :20] = torch.linspace(0.2, 0.5, 20)[None, :, None]  # a clear sky, one colour along each row
+    assert uncrop.frame_width(sky, "top") == 0  # flat rows go on into flat rows
+
+
 # --- random masks ---------------------------------------------------------------------------
 
 

@@ -97,14 +97,19 @@ def uncrop_command(
         "--ratio", min=0.01, max=0.99, help="Share of the output that is new, as in training: 0.5 doubles the "
         "width (left/right) or height (top/bottom); with all, the photo keeps half the area.",
         rich_help_panel="Uncrop")] = 0.5,
+    keep_frame: Annotated[bool, typer.Option(
+        "--keep-frame", help="Keep a scan's flat frame on the growing edges (a few lines of one colour); "
+        "by default it is filled with the new part, so it does not show as a stripe.",
+        rich_help_panel="Uncrop")] = False,
     refine: RefineOpt = "auto",
     outputs: OutputOptions, sampling: SamplingOptions, run: RunOptions,
 ) -> None:
-    """Extend photos beyond their borders; every original pixel is kept exactly.
+    """Extend photos beyond their borders; every original pixel is kept exactly, but a scan's frame.
 
     Writes OUTDIR/NAME.uncrop.0.png, larger than the input.
     """
-    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side, "ratio": ratio}, refine))
+    _run(Request("uncrop", inputs, outputs, sampling, run, {"side": side, "ratio": ratio,
+                                                            "keep_frame": keep_frame}, refine))
 
 
 @app.command("jpeg")

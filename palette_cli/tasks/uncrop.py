@@ -93,6 +93,52 @@ baseline = mean_fill  # the diffusion-free answer: the new area filled with the 
 extra_scores = no_extra_scores
 
 
+# --- a scan's frame on the edge that grows ----------------------------------------------------
+
+FRAME_FLAT = 6.0  # a line whose colour varies along it by less than this standard deviation (of 255) is flat
+FRAME_MOST = 0.02  # flat lines beyond this share of the side are the photo's own (a backdrop), not a frame
+GROWING = {"left": ("left",), "right": ("right",), "top": ("top",), "bottom": ("bottom",),
+           "all": ("left", "right", "top", "bottom")}
+
+
+def frame_width(rgb: Tensor, edge: str) -> int:
+    """How many lines along `edge` of a photo (3, H, W) in [-1, 1] are a scan's frame rather than the picture.
+
+    Scans (the Kodak set among them) carry a line or a few of flat gray or black at their edges, then a line
+    or two that ring from the scanner's sharpening. Kept where the photo grows, the frame becomes a stripe
+    down the middle of the result. Counted from the edge: the flat lines (one colour all along), then at most
+    three lines that vary along them by less than half as much as the photo just inside. 0 when no line at the
+    edge is flat, when more than FRAME_MOST of the side is (flat lines that wide are the picture's), or when
+    the photo just inside varies less than three times as much as the flat lines (a clear sky goes on flat)."""
+    lines = {"left": rgb, "right": rgb.flip(-1), "top": rgb.transpose(-1, -2),
+             "bottom": rgb.transpose(-1, -2).flip(-1)}[edge]  # (3, along, across): line i is column i
+    spread = lines.float().std(dim=-2).amax(0) * 127.5  # (across,) each line's variation along it, of 255
+    flat = 0
+    while flat < len(spread) and spread[flat] < FRAME_FLAT:
+        flat += 1
+    if flat == 0 or flat > max(2, round(FRAME_MOST * len(spread))) or len(spread) < flat + 19:
+        return 0
+    inside = float(spread[flat + 3:flat + 19].median())
+    if float(spread[:flat].max()) * 3 > inside:  # flat next to flat (a clear sky at the top): the picture's
+        return 0
+    width, ringing = flat, 0.5 * inside
+    while width < min(flat + 3, len(spread)) and spread[width] < ringing:
+        width += 1
+    return width
+
+
+def without_frame(layout: Tensor, offset: tuple[int, int], size: tuple[int, int], frame: dict[str, int]) -> Tensor:
+    """The canvas mask with the photo's frame lines (`frame`: pixels per edge) added to the new part."""
+    (top, left), (h, w) = offset, size
+    layout = layout.clone()
+    box = layout[:, top:top + h, left:left + w]  # a view: the photo's place on the canvas
+    for edge, n in frame.items():
+        if n:
+            {"left": box[:, :, :n], "right": box[:, :, w - n:], "top": box[:, :n, :], "bottom": box[:, h - n:, :]
+             }[edge].fill_(1.0)
+    return layout
+
+
 # --- full resolution: a larger canvas -------------------------------------------------------
 
 
@@ -144,17 +190,21 @@ def known_box(mask: Tensor) -> tuple[int, int, int, int]:
 
 
 def prepare(photo: images.Photo, size: int, *, seed: int = 0, side: str = "right", ratio: float = 0.5,
-            **_other: Any) -> Prepared:
-    """The photo shrunk into the known part of a model-size canvas; the new part is seeded noise."""
+            keep_frame: bool = False, **_other: Any) -> Prepared:
+    """The photo shrunk into the known part of a model-size canvas; the new part is seeded noise.
+
+    At full size a scan's frame on the growing edges (`frame_width`) joins the new part, unless `keep_frame`."""
     w, h = photo.size
     canvas_mask, offset = uncrop_canvas(h, w, side, ratio)
+    frame = {} if keep_frame else {e: n for e in GROWING[side] if (n := frame_width(images.to_tensor(photo.rgb), e))}
+    canvas_mask = without_frame(canvas_mask, offset, (h, w), frame)
     small_mask = uncrop_mask(size, size, side, ratio)
     top, left, kh, kw = known_box(small_mask)
     canvas = torch.zeros(3, size, size)
     canvas[:, top:top + kh, left:left + kw] = images.resize(images.to_tensor(photo.rgb), (kh, kw))
     cond = fill_noise(canvas, small_mask, seeds.stream(seed, "fill"))
     return Prepared(NAME, photo, cond[None], small_mask[None], layout=canvas_mask, offset=offset,
-                    settings={"side": side, "ratio": ratio})
+                    settings={"side": side, "ratio": ratio, **({"frame": frame} if frame else {})})
 
 
 def full_size_input(target: Tensor, cond: Tensor, mask: Tensor, *, side: str = "right"
@@ -194,7 +244,9 @@ def fill_region(prep: Prepared) -> tuple[Tensor, Tensor]:
 
 
 def finish(prep: Prepared, x: Tensor) -> Image.Image:
-    """The generated canvas (model-size or refined) at full size, with every original pixel put back."""
+    """The generated canvas (model-size or refined) at full size, with every original pixel put back (but a
+    replaced frame's)."""
     rgb = images.to_pil(images.resize(x[0], tuple(prep.layout.shape[-2:])))
-    rgb.paste(prep.photo.rgb, prep.offset[::-1])
+    (top, left), (kt, kl, kh, kw) = prep.offset, known_box(prep.layout)
+    rgb.paste(prep.photo.rgb.crop((kl - left, kt - top, kl - left + kw, kt - top + kh)), (kl, kt))
     return rgb
