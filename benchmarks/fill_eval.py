@@ -82,16 +82,18 @@ def extra_guide(spec: str, region: torch.Tensor, hole: torch.Tensor, sample: tor
     raise SystemExit(f"--guide {spec}: expected mirror, mix:A or blur:F")
 
 
+def parse_config(item: str) -> completion.CompletionConfig:
+    """CompletionConfig with the comma-separated `field=value` changes of one --set (each value read as its
+    field's default's type; a field that defaults to None as a number)."""
+    default = completion.CompletionConfig()
+    fields = dict(kv.split("=") for kv in item.split(",") if kv)
+    return completion.CompletionConfig(**{k: (float if getattr(default, k) is None else type(getattr(default, k)))(v)
+                                          for k, v in fields.items()})
+
+
 def parse_sets(items: list[str]) -> list[tuple[str, completion.CompletionConfig]]:
     """The exemplar rows: the defaults, then one per --set."""
-    rows = [("exemplar", completion.CompletionConfig())]
-    default = completion.CompletionConfig()
-    for item in items:
-        fields = dict(kv.split("=") for kv in item.split(","))
-        rows.append((f"exemplar {item}", completion.CompletionConfig(
-            **{k: (float if getattr(default, k) is None else type(getattr(default, k)))(v)
-               for k, v in fields.items()})))
-    return rows
+    return [("exemplar", completion.CompletionConfig())] + [(f"exemplar {item}", parse_config(item)) for item in items]
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from palette_cli.pipeline import completion_for, finish, prepare, resolve_sampli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fill_detail import BAND, detail_ratio, grow, seam_step  # noqa: E402
+from fill_eval import parse_config  # noqa: E402
 
 
 def cases(w: int, h: int) -> list[tuple[str, str, dict]]:
@@ -67,10 +68,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--set", default="", help="CompletionConfig fields, e.g. harmonise=0")
     args = parser.parse_args()
-    default = CompletionConfig()
-    fields = dict(kv.split("=") for kv in args.set.split(",") if kv)
-    config = CompletionConfig(**{k: (float if getattr(default, k) is None else type(getattr(default, k)))(v)
-                                 for k, v in fields.items()})
+    config = parse_config(args.set)
     torch.set_num_threads(args.threads)
     w, h = images.load_photo(args.photo).size
     models = {task: load_model(task, device="cpu") for task in ("inpaint", "uncrop")}

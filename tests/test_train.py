@@ -212,6 +212,18 @@ def test_unreadable_images_are_skipped_and_counted(photos: Path, tmp_path: Path)
     assert max(i for i, k in enumerate(kinds) if k == "check") < kinds.index("start")
 
 
+def test_a_phase_bar_shows_for_long_phases_only_and_goes_when_they_are_done() -> None:
+    from palette_cli.cli.train import _PhaseBar
+
+    bar = _PhaseBar("checking images", chatty=True, least=2000, transient=True)
+    assert not bar.update(0, 1999) and not bar.progress.live.is_started  # a short list: no bar
+    assert bar.update(0, 5000) and bar.progress.live.is_started
+    assert not bar.update(2500, 5000) and bar.progress.tasks[0].completed == 2500
+    bar.update(5000, 5000)
+    assert not bar.progress.live.is_started and bar.bar is None
+    assert not bar.update(5000, 5000)  # an event after the end starts nothing
+
+
 def test_a_resume_decodes_only_the_photos_that_changed(photos: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     T.train([photos], run, tiny(steps=1))

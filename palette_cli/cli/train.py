@@ -160,6 +160,34 @@ def _changes(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+class _PhaseBar:
+    """The bar of one phase before the first step (checking images, computing features): it shows from the
+    first event with at least `least` items still to do and goes when they are done."""
+
+    def __init__(self, label: str, chatty: bool, *, least: int = 1, transient: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=err, disable=not chatty,
+                                 transient=transient)
+        self.least = least
+        self.bar: Any = None
+
+    def update(self, done: int, total: int) -> bool:
+        """Move the bar to `done` of `total`; True when this event started it."""
+        started = self.bar is None and done < total and total >= self.least
+        if started:
+            self.progress.start()
+            self.bar = self.progress.add_task("phase", total=total)
+        if self.bar is not None:
+            self.progress.update(self.bar, completed=done)
+            if done >= total:
+                self.progress.stop()
+                self.bar = None
+        return started
+
+
 class _Display:
     """Training events on rank 0: warnings, a progress bar from the first step, the last save."""
 
@@ -174,41 +202,16 @@ class _Display:
                                  console=err, disable=not chatty, transient=False)
         self.bar: Any = None
         self.saved = 0
-        self.cache = Progress(TextColumn("[bold]features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                              TextColumn("eta"), TimeRemainingColumn(), console=err, disable=not chatty)
-        self.cache_bar: Any = None
-        self.check = Progress(TextColumn("[bold]checking images"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), console=err, disable=not chatty, transient=True)
-        self.check_bar: Any = None
-
-    def _check(self, event: Any) -> None:
-        """Decoding every listed image once before the first step: a bar for long lists (minutes on 100k)."""
-        if self.check_bar is None and event.step < event.total and event.total >= 2000:
-            self.check.start()
-            self.check_bar = self.check.add_task("check", total=event.total)
-        if self.check_bar is not None:
-            self.check.update(self.check_bar, completed=event.step)
-            if event.step >= event.total:
-                self.check.stop()
-                self.check_bar = None
-
-    def _cache(self, event: Any) -> None:
-        """The feature cache's progress: views computed of those it lacked."""
-        if self.cache_bar is None and event.total:
-            if self.chatty:
-                err.print(f"computing the encoder's maps of {event.total} view(s) into {event.message}")
-            self.cache.start()
-            self.cache_bar = self.cache.add_task("features", total=event.total)
-        if self.cache_bar is not None:
-            self.cache.update(self.cache_bar, completed=event.step)
-            if event.step >= event.total:
-                self.cache.stop()
+        # Decoding every listed image once before the first step: a bar for long lists (minutes on 100k).
+        self.check = _PhaseBar("checking images", chatty, least=2000, transient=True)
+        self.cache = _PhaseBar("features", chatty)  # the feature cache: views computed of those it lacked
 
     def __call__(self, event: Any) -> None:
         if event.kind == "check":
-            self._check(event)
+            self.check.update(event.step, event.total)
         elif event.kind == "cache":
-            self._cache(event)
+            if self.cache.update(event.step, event.total) and self.chatty:
+                err.print(f"computing the encoder's maps of {event.total} view(s) into {event.message}")
         elif event.kind == "warning":
             err.print(f"[yellow]warning:[/] {event.message}", markup=True, highlight=False)
         elif event.kind == "start":
@@ -224,7 +227,7 @@ class _Display:
 
     def stop(self) -> None:
         """Stop the progress display if it was started (stopping an unstarted one prints a blank line)."""
-        for progress in (self.check, self.cache, self.progress):
+        for progress in (self.check.progress, self.cache.progress, self.progress):
             if progress.live.is_started:
                 progress.stop()
 
