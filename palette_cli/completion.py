@@ -58,7 +58,9 @@ class CompletionConfig:
     # (its module's COMPLETION_GUIDE_WEIGHT: inpaint's hole is surrounded, uncrop's new side is not), else 1
     guide_weight: float | None = None
     row_weight: float = 0.5  # the row (-1 top, 1 bottom) as a channel too: sky is copied from the sky's height
-    em_steps: int = 3  # EM iterations at the coarsest scale, one fewer per finer scale, at least 1
+    # EM iterations at the coarsest scale, one fewer per finer scale, at least 1. 6 rather than 3: level FD on the
+    # scene sets, uncrop's repetition down a fifth, and on object photos uncrop FD 111.7 -> 106.0, CA 66.7 -> 69.7%
+    em_steps: int = 6
     search_steps: int = 2  # PatchMatch iterations (propagate + random search) per EM iteration
     descriptor: int = 24  # patches are compared in their top principal components (PCA of the source's)
     occurrence: float = 0.03  # repetition penalty per copy beyond one, in units of the source patches' variance
