@@ -196,7 +196,8 @@ def prepare(photo: images.Photo, size: int, *, seed: int = 0, side: str = "right
     At full size a scan's frame on the growing edges (`frame_width`) joins the new part, unless `keep_frame`."""
     w, h = photo.size
     canvas_mask, offset = uncrop_canvas(h, w, side, ratio)
-    frame = {} if keep_frame else {e: n for e in GROWING[side] if (n := frame_width(images.to_tensor(photo.rgb), e))}
+    rgb = None if keep_frame else images.to_tensor(photo.rgb)
+    frame = {} if rgb is None else {e: n for e in GROWING[side] if (n := frame_width(rgb, e))}
     canvas_mask = without_frame(canvas_mask, offset, (h, w), frame)
     small_mask = uncrop_mask(size, size, side, ratio)
     top, left, kh, kw = known_box(small_mask)
